@@ -1,0 +1,76 @@
+import { openDisk } from '../chain/open-chain.js';
+import { identityMatches } from '../chain/identity.js';
+import { locateParent, type LocateAttempt } from '../chain/locate.js';
+import { isDiskchainError } from '../io/errors.js';
+import type { LinkIdentity, ParentLocatorEntry, VirtualDisk } from '../formats/types.js';
+
+export interface ParentInfo {
+  locators: ParentLocatorEntry[];
+  expected: LinkIdentity;
+  /** The parent file found through the locators, or null. */
+  found: string | null;
+  identityMatches: boolean | null;
+  attempts: LocateAttempt[];
+}
+
+export interface DiskInfo {
+  path: string;
+  format: string;
+  diskType: string;
+  virtualSize: number;
+  blockSize: number;
+  logicalSectorSize: number;
+  physicalSectorSize: number;
+  fileSize: number;
+  allocatedBytes: number;
+  identity: LinkIdentity | null;
+  parent: ParentInfo | null;
+  details: Record<string, unknown>;
+}
+
+/** Facts about one disk file, and whether its parent can be found. Opens everything read-only. */
+export async function inspect(path: string, options: { format?: 'raw' } = {}): Promise<DiskInfo> {
+  const disk = await openDisk(path, options);
+  try {
+    return {
+      path,
+      format: disk.format,
+      diskType: disk.diskType,
+      virtualSize: disk.virtualSize,
+      blockSize: disk.blockSize,
+      logicalSectorSize: disk.logicalSectorSize,
+      physicalSectorSize: disk.physicalSectorSize,
+      fileSize: await disk.fileSize(),
+      allocatedBytes: await disk.allocatedBytes(),
+      identity: disk.format === 'raw' ? null : disk.identity(),
+      parent: await parentInfo(disk),
+      details: disk.details(),
+    };
+  } finally {
+    await disk.close();
+  }
+}
+
+async function parentInfo(disk: VirtualDisk): Promise<ParentInfo | null> {
+  const ref = disk.parent;
+  if (!ref) return null;
+  const base = { locators: ref.locators, expected: ref.expected };
+  try {
+    const { path, attempts } = await locateParent(disk.path, ref);
+    let matches: boolean | null = null;
+    try {
+      const parent = await openDisk(path);
+      try {
+        matches = identityMatches(ref, parent.identity());
+      } finally {
+        await parent.close();
+      }
+    } catch (e) {
+      if (!isDiskchainError(e)) throw e;
+    }
+    return { ...base, found: path, identityMatches: matches, attempts };
+  } catch (e) {
+    if (isDiskchainError(e) && e.code === 'PARENT_NOT_FOUND') return { ...base, found: null, identityMatches: null, attempts: (e.details.attempts as LocateAttempt[]) ?? [] };
+    throw e;
+  }
+}

@@ -1,0 +1,51 @@
+import { basename, dirname, relative, resolve } from 'node:path';
+import { FileSource } from '../io/file-source.js';
+import { driverFor } from '../formats/registry.js';
+import type { FormatName, ParentSpec, VirtualDisk } from '../formats/types.js';
+import { DiskchainError } from '../io/errors.js';
+import { openDisk } from './open-chain.js';
+
+export interface CreateChildOptions {
+  /** Payload block size of the child (format default otherwise). */
+  blockSize?: number;
+}
+
+/**
+ * Creates a differencing disk (a checkpoint) over `parentPath`. The child records the parent's
+ * identity and both a relative path (tried first, so the pair can move together) and an absolute one.
+ */
+export async function createChild(childPath: string, parentPath: string, options: CreateChildOptions = {}): Promise<VirtualDisk> {
+  const parent = await openDisk(parentPath);
+  let spec: ParentSpec;
+  let format: FormatName;
+  try {
+    if (parent.format === 'raw') throw new DiskchainError('UNSUPPORTED', 'a raw image cannot be a parent', { file: parentPath });
+    format = parent.format;
+    const rel = relative(dirname(resolve(childPath)), resolve(parentPath));
+    spec = {
+      identity: parent.identity(),
+      virtualSize: parent.virtualSize,
+      logicalSectorSize: parent.logicalSectorSize,
+      physicalSectorSize: parent.physicalSectorSize,
+      relativePath: rel.startsWith('..') ? rel.replace(/\//g, '\\') : `.\\${rel.replace(/\//g, '\\')}`,
+      absolutePath: resolve(parentPath),
+      parentFileName: basename(parentPath),
+      ...diskIdOf(parent),
+    };
+  } finally {
+    await parent.close();
+  }
+  const source = await FileSource.create(childPath);
+  try {
+    return await driverFor(format).create(source, { diskType: 'differencing', virtualSize: spec.virtualSize, parent: spec, ...(options.blockSize ? { blockSize: options.blockSize } : {}) });
+  } catch (e) {
+    await source.close();
+    throw e;
+  }
+}
+
+function diskIdOf(disk: VirtualDisk): { parentDiskId?: string } {
+  const details = disk.details();
+  const id = details.virtualDiskId ?? details.uniqueId;
+  return typeof id === 'string' ? { parentDiskId: id } : {};
+}

@@ -1,0 +1,121 @@
+import { DiskchainError } from '../io/errors.js';
+import type { VirtualDisk } from '../formats/types.js';
+import type { LocateAttempt } from './locate.js';
+
+export interface ChainLink {
+  parentPath: string;
+  attempts: LocateAttempt[];
+  identityMatches: boolean;
+}
+
+/** A range of the composed disk: where its bytes come from. `layer` is 0 for the leaf. */
+export interface ChainExtent {
+  offset: number;
+  length: number;
+  state: 'data' | 'zero' | 'absent';
+  layer?: number;
+}
+
+/** A leaf and its ancestors, read as one disk: each range from the nearest layer that holds it. */
+export class DiskChain {
+  constructor(
+    /** layers[0] is the leaf (the disk opened), the last is the base. */
+    readonly layers: VirtualDisk[],
+    /** links[i] describes how layers[i+1] was found from layers[i]. */
+    readonly links: ChainLink[],
+  ) {}
+
+  get leaf(): VirtualDisk {
+    return this.layers[0]!;
+  }
+  get virtualSize(): number {
+    return this.leaf.virtualSize;
+  }
+  get logicalSectorSize(): number {
+    return this.leaf.logicalSectorSize;
+  }
+
+  async map(offset: number, length: number): Promise<ChainExtent[]> {
+    this.checkRange(offset, length);
+    const out: ChainExtent[] = [];
+    await this.mapLayer(0, offset, length, out);
+    return out;
+  }
+
+  private async mapLayer(i: number, offset: number, length: number, out: ChainExtent[]): Promise<void> {
+    const layer = this.layers[i];
+    const push = (e: ChainExtent): void => {
+      const last = out[out.length - 1];
+      if (last && last.state === e.state && last.layer === e.layer && last.offset + last.length === e.offset) last.length += e.length;
+      else out.push(e);
+    };
+    if (!layer) return push({ offset, length, state: 'absent' });
+    // A parent smaller than its child (a child grown after it was made) reads as zeros past its end.
+    const within = Math.max(0, Math.min(length, layer.virtualSize - offset));
+    if (within > 0) {
+      for (const e of await layer.map(offset, within)) {
+        if (e.state === 'transparent') await this.mapLayer(i + 1, e.offset, e.length, out);
+        else push({ offset: e.offset, length: e.length, state: e.state, layer: i });
+      }
+    }
+    if (within < length) push({ offset: offset + within, length: length - within, state: 'absent' });
+  }
+
+  /** Reads the composed disk. */
+  async read(target: Uint8Array, offset: number): Promise<void> {
+    this.checkRange(offset, target.length);
+    await this.readLayer(0, target, offset);
+  }
+
+  private async readLayer(i: number, target: Uint8Array, offset: number): Promise<void> {
+    const layer = this.layers[i];
+    if (!layer) return void target.fill(0);
+    const within = Math.max(0, Math.min(target.length, layer.virtualSize - offset));
+    target.fill(0, within);
+    if (within === 0) return;
+    for (const e of await layer.map(offset, within)) {
+      const part = target.subarray(e.offset - offset, e.offset - offset + e.length);
+      if (e.state === 'data') await layer.read(part, e.offset);
+      else if (e.state === 'zero') part.fill(0);
+      else await this.readLayer(i + 1, part, e.offset);
+    }
+  }
+
+  /** Writes into the leaf; partial sectors are completed from the chain first. */
+  async write(data: Uint8Array, offset: number): Promise<void> {
+    this.checkRange(offset, data.length);
+    const sector = this.logicalSectorSize;
+    const start = Math.floor(offset / sector) * sector;
+    const end = Math.ceil((offset + data.length) / sector) * sector;
+    if (start === offset && end === offset + data.length) return this.leaf.write(data, offset);
+    const edge = async (at: number): Promise<Uint8Array> => {
+      const buf = new Uint8Array(sector);
+      await this.read(buf, at);
+      return buf;
+    };
+    // Only the first and last sectors need the old bytes; the middle passes through.
+    const head = await edge(start);
+    const tail = end - sector > start ? await edge(end - sector) : head;
+    const merged = new Uint8Array(end - start);
+    merged.set(head, 0);
+    merged.set(tail, merged.length - sector);
+    merged.set(data, offset - start);
+    await this.leaf.write(merged, start);
+  }
+
+  async flush(): Promise<void> {
+    await this.leaf.flush();
+  }
+
+  async close(): Promise<void> {
+    const errors: unknown[] = [];
+    for (const layer of this.layers) await layer.close().catch((e: unknown) => errors.push(e));
+    if (errors.length > 0) throw errors[0];
+  }
+
+  private checkRange(offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.virtualSize) {
+      throw new DiskchainError('OUT_OF_RANGE', `range ${offset}+${length} is outside the virtual disk (${this.virtualSize} bytes)`, { file: this.leaf.path, offset });
+    }
+  }
+}

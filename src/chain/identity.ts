@@ -1,0 +1,17 @@
+import type { LinkIdentity, ParentReference } from '../formats/types.js';
+
+/** Does `actual` (the parent's identity) satisfy what the child recorded? */
+export function identityMatches(expected: ParentReference, actual: LinkIdentity): boolean {
+  const e = expected.expected;
+  if (e.format === 'vhdx' && actual.format === 'vhdx') {
+    return e.dataWriteGuid === actual.dataWriteGuid || expected.alternateDataWriteGuid === actual.dataWriteGuid;
+  }
+  if (e.format === 'vhd' && actual.format === 'vhd') {
+    return e.uniqueId === actual.uniqueId && e.timestamp === actual.timestamp;
+  }
+  return false;
+}
+
+export function describeIdentity(id: LinkIdentity): string {
+  return id.format === 'vhdx' ? `DataWriteGuid ${id.dataWriteGuid}` : `unique id ${id.uniqueId}, timestamp ${id.timestamp}`;
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { registerDataCommands } from './commands-data.js';
+import { registerDiskCommands } from './commands-disk.js';
+import { EXIT, EXIT_CODES_HELP, reportError } from './output.js';
+
+const program = new Command();
+program
+  .name('diskchain')
+  .description('Inspect, check, convert, read and write VHDX/VHD disks and their differencing chains (Hyper-V checkpoints) on Linux.\nCommands that only read open files read-only.')
+  .version('0.1.0')
+  .addHelpText('after', EXIT_CODES_HELP)
+  .exitOverride()
+  .showHelpAfterError();
+
+async function run(action: () => Promise<number>, json: boolean): Promise<void> {
+  try {
+    process.exitCode = await action();
+  } catch (e) {
+    process.exitCode = reportError(e, json);
+  }
+}
+
+registerDiskCommands(program, run);
+registerDataCommands(program, run);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) {
+    process.exitCode = e.exitCode === 0 ? EXIT.ok : EXIT.usage;
+  } else {
+    process.exitCode = reportError(e, false);
+  }
+}

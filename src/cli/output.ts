@@ -1,0 +1,95 @@
+import cliProgress from 'cli-progress';
+import { isDiskchainError, type ErrorCode } from '../io/errors.js';
+import type { ProgressCallback } from '../ops/progress.js';
+
+/** Exit codes, stable and documented in --help. */
+export const EXIT = {
+  ok: 0,
+  findings: 1, // check found problems
+  usage: 2,
+  badInput: 3, // corrupt, truncated, unsupported or unknown format
+  chain: 4, // parent missing, mismatched, cycle
+  io: 5, // operating system error, no space
+  aborted: 130,
+} as const;
+
+export const EXIT_CODES_HELP = `
+Exit codes:
+  0    success (check: no errors or warnings)
+  1    check found errors or warnings
+  2    usage error (bad option or argument)
+  3    the input is corrupt, truncated, unsupported or not a disk image
+  4    the chain is broken: parent not found, identity mismatch, cycle, too deep
+  5    I/O error or no space left
+  130  cancelled (Ctrl-C)`;
+
+function exitCodeFor(code: ErrorCode): number {
+  switch (code) {
+    case 'INVALID_ARGUMENT':
+    case 'OUT_OF_RANGE':
+    case 'READ_ONLY':
+      return EXIT.usage;
+    case 'PARENT_NOT_FOUND':
+    case 'PARENT_MISMATCH':
+    case 'CHAIN_CYCLE':
+    case 'CHAIN_TOO_DEEP':
+    case 'PATH_NOT_ALLOWED':
+      return EXIT.chain;
+    case 'IO':
+    case 'NO_SPACE':
+      return EXIT.io;
+    case 'ABORTED':
+      return EXIT.aborted;
+    default:
+      return EXIT.badInput;
+  }
+}
+
+/** Prints an error (as JSON with --json) and returns the exit code. */
+export function reportError(e: unknown, json: boolean): number {
+  if (isDiskchainError(e)) {
+    if (json) process.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
+    else process.stderr.write(`diskchain: ${e.code}: ${e.message}\n`);
+    return exitCodeFor(e.code);
+  }
+  const err = e as NodeJS.ErrnoException;
+  if (err?.code === 'ENOENT' || err?.code === 'EEXIST' || err?.code === 'EACCES') {
+    process.stderr.write(`diskchain: ${err.message}\n`);
+    return EXIT.io;
+  }
+  process.stderr.write(`diskchain: internal error: ${err?.stack ?? String(e)}\n`);
+  return 70;
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2) + '\n');
+}
+
+/** A progress bar on stderr when it is a terminal; nothing otherwise. */
+export function progressBar(label: string): { onProgress: ProgressCallback; stop: () => void } {
+  if (!process.stderr.isTTY) return { onProgress: () => undefined, stop: () => undefined };
+  const bar = new cliProgress.SingleBar(
+    { format: `${label} [{bar}] {percentage}% | {doneMiB}/{totalMiB} MiB | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = false;
+  return {
+    onProgress: (done, total) => {
+      const payload = { doneMiB: (done / 2 ** 20).toFixed(0), totalMiB: (total / 2 ** 20).toFixed(0) };
+      if (!started) {
+        bar.start(total, done, payload);
+        started = true;
+      } else bar.update(done, payload);
+    },
+    stop: () => {
+      if (started) bar.stop();
+    },
+  };
+}
+
+/** An AbortSignal fired by Ctrl-C, so long operations stop cleanly. */
+export function interruptSignal(): AbortSignal {
+  const controller = new AbortController();
+  process.once('SIGINT', () => controller.abort());
+  return controller.signal;
+}

@@ -1,0 +1,410 @@
+import type { ByteSource } from '../../io/byte-source.js';
+import { alignUp } from '../../io/binary.js';
+import { corrupt, DiskchainError } from '../../io/errors.js';
+import { NULL_GUID, randomGuid } from '../../io/guid.js';
+import type { Extent, ExtentState, LinkIdentity, ParentReference, VirtualDisk } from '../types.js';
+import {
+  decodeBatEntry,
+  encodeBatEntry,
+  PAYLOAD_BLOCK_FULLY_PRESENT,
+  PAYLOAD_BLOCK_NOT_PRESENT,
+  PAYLOAD_BLOCK_PARTIALLY_PRESENT,
+  PAYLOAD_STATE_NAMES,
+  SB_BLOCK_NOT_PRESENT,
+  SB_BLOCK_PRESENT,
+  SECTOR_BITMAP_BLOCK_SIZE,
+  type BatEntry,
+} from './bat.js';
+import { HeaderWriter } from './header-writer.js';
+import type { VhdxLayout } from './layout.js';
+import { LogWriter } from './log-writer.js';
+import { MIB } from './metadata-items.js';
+import { PAGE_SIZE, PageCache } from './page-cache.js';
+import { vhdxDetails, vhdxParentReference } from './describe.js';
+import { runLength, setBits } from './sector-bitmap.js';
+
+/** A piece of the virtual disk as this layer stores it; data pieces say where in the file. */
+export interface Segment extends Extent {
+  fileOffset?: number;
+}
+
+/** Flush dirty metadata through the log once this many pages are waiting. */
+const MAX_DIRTY_PAGES = 1024;
+
+/** An opened VHDX file (one layer). */
+export class VhdxDisk implements VirtualDisk {
+  readonly format = 'vhdx' as const;
+  readonly parent: ParentReference | undefined;
+  private readonly cache: PageCache;
+  private readonly headers: HeaderWriter;
+  /** Where the next allocation goes (§2.1: 1 MiB aligned, appended). */
+  private allocationCursor: number;
+  private durableFileSize: number;
+  private sessionStarted = false;
+  private dataWriteGuidChanged = false;
+  private dataDirty = false;
+  private failure: unknown;
+  private closed = false;
+
+  constructor(
+    private readonly source: ByteSource,
+    readonly layout: VhdxLayout,
+    fileSize: number,
+    /** Facts about the open for `info` (log replayed, in memory or on disk). */
+    readonly openNotes: Record<string, unknown> = {},
+  ) {
+    this.cache = new PageCache(source);
+    this.headers = new HeaderWriter(source, layout.current);
+    this.allocationCursor = alignUp(fileSize, MIB);
+    this.durableFileSize = fileSize;
+    this.parent = layout.parentLocator ? vhdxParentReference(layout.parentLocator, source.name) : undefined;
+  }
+
+  get path(): string {
+    return this.source.name;
+  }
+  get readOnly(): boolean {
+    return this.source.readOnly;
+  }
+  get diskType() {
+    if (this.layout.fileParameters.hasParent) return 'differencing' as const;
+    return this.layout.fileParameters.leaveBlockAllocated ? ('fixed' as const) : ('dynamic' as const);
+  }
+  get virtualSize(): number {
+    return this.layout.virtualSize;
+  }
+  get logicalSectorSize(): number {
+    return this.layout.logicalSectorSize;
+  }
+  get physicalSectorSize(): number {
+    return this.layout.physicalSectorSize;
+  }
+  get blockSize(): number {
+    return this.layout.fileParameters.blockSize;
+  }
+  get header() {
+    return this.headers.header;
+  }
+
+  identity(): LinkIdentity {
+    return { format: 'vhdx', dataWriteGuid: this.headers.header.dataWriteGuid };
+  }
+
+  details(): Record<string, unknown> {
+    return { ...vhdxDetails(this.layout, this.headers.header), ...this.openNotes };
+  }
+
+  async fileSize(): Promise<number> {
+    return this.source.size();
+  }
+
+  async allocatedBytes(): Promise<number> {
+    let total = 0;
+    const { batLayout } = this.layout;
+    for (let b = 0; b < batLayout.payloadBlocks; b++) {
+      const e = await this.payloadEntry(b);
+      if (e.state === PAYLOAD_BLOCK_FULLY_PRESENT || e.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) total += this.blockSize;
+    }
+    for (let c = 0; c < batLayout.sectorBitmapBlocks && this.layout.fileParameters.hasParent; c++) {
+      if ((await this.bitmapEntry(c)).state === SB_BLOCK_PRESENT) total += SECTOR_BITMAP_BLOCK_SIZE;
+    }
+    return total;
+  }
+
+  async map(offset: number, length: number): Promise<Extent[]> {
+    return (await this.segments(offset, length)).map(({ offset: o, length: l, state }) => ({ offset: o, length: l, state }));
+  }
+
+  async read(target: Uint8Array, offset: number): Promise<void> {
+    for (const s of await this.segments(offset, target.length)) {
+      const part = target.subarray(s.offset - offset, s.offset - offset + s.length);
+      if (s.fileOffset !== undefined) await this.source.read(part, s.fileOffset);
+      else part.fill(0);
+    }
+  }
+
+  /** The pieces of [offset, offset+length) as stored in this layer. */
+  async segments(offset: number, length: number): Promise<Segment[]> {
+    this.assertOpen();
+    this.checkRange(offset, length);
+    const out: Segment[] = [];
+    const push = (s: Segment): void => {
+      const last = out[out.length - 1];
+      const contiguous = last && last.state === s.state && last.offset + last.length === s.offset;
+      const fileContiguous = last?.fileOffset === undefined ? s.fileOffset === undefined : s.fileOffset === last.fileOffset + last.length;
+      if (contiguous && fileContiguous) last.length += s.length;
+      else if (s.length > 0) out.push(s);
+    };
+    const bs = this.blockSize;
+    const end = offset + length;
+    for (let pos = offset; pos < end; ) {
+      const block = Math.floor(pos / bs);
+      const blockStart = block * bs;
+      const pieceEnd = Math.min(end, blockStart + bs);
+      const entry = await this.payloadEntry(block);
+      if (entry.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
+        await this.partialSegments(block, entry, pos, pieceEnd, push);
+      } else {
+        const state = this.stateOf(entry.state);
+        push({ offset: pos, length: pieceEnd - pos, state, ...(state === 'data' ? { fileOffset: entry.fileOffset + (pos - blockStart) } : {}) });
+      }
+      pos = pieceEnd;
+    }
+    return out;
+  }
+
+  /** §2.5.1 What a whole-block state means for reads in this file. */
+  private stateOf(state: number): ExtentState {
+    switch (state) {
+      case PAYLOAD_BLOCK_FULLY_PRESENT:
+        return 'data';
+      case PAYLOAD_BLOCK_NOT_PRESENT:
+        return 'transparent';
+      default:
+        // ZERO always reads zeros; UNDEFINED and UNMAPPED never fall through to a parent.
+        return 'zero';
+    }
+  }
+
+  private async partialSegments(block: number, entry: BatEntry, from: number, to: number, push: (s: Segment) => void): Promise<void> {
+    const lss = this.logicalSectorSize;
+    const blockStart = block * this.blockSize;
+    const sbOffset = await this.presentBitmapOffset(block);
+    const byteBase = this.layout.batLayout.bitmapByteOffset(block);
+    let sector = Math.floor((from - blockStart) / lss);
+    const lastSector = Math.ceil((to - blockStart) / lss);
+    while (sector < lastSector) {
+      // Work one 4 KiB bitmap page (32768 sectors) at a time.
+      const bitInChunk = byteBase * 8 + sector;
+      const pageStart = Math.floor(bitInChunk / (PAGE_SIZE * 8)) * PAGE_SIZE;
+      const page = await this.cache.get(sbOffset + pageStart, sbOffset + SECTOR_BITMAP_BLOCK_SIZE);
+      const bitInPage = bitInChunk - pageStart * 8;
+      const n = runLength(page, bitInPage, Math.min(lastSector - sector, PAGE_SIZE * 8 - bitInPage));
+      const present = ((page[bitInPage >>> 3]! >>> (bitInPage & 7)) & 1) === 1;
+      const s = Math.max(from, blockStart + sector * lss);
+      const e = Math.min(to, blockStart + (sector + n) * lss);
+      push({ offset: s, length: e - s, state: present ? 'data' : 'transparent', ...(present ? { fileOffset: entry.fileOffset + (s - blockStart) } : {}) });
+      sector += n;
+    }
+  }
+
+  async write(data: Uint8Array, offset: number): Promise<void> {
+    this.assertUsable();
+    if (this.readOnly) throw new DiskchainError('READ_ONLY', 'disk is open read-only', { file: this.path });
+    this.checkRange(offset, data.length);
+    const lss = this.logicalSectorSize;
+    if (offset % lss !== 0 || data.length % lss !== 0) {
+      throw new DiskchainError('INVALID_ARGUMENT', `writes must be whole ${lss}-byte sectors`, { file: this.path, offset });
+    }
+    if (data.length === 0) return;
+    await this.beginModification();
+    try {
+      const bs = this.blockSize;
+      for (let pos = offset; pos < offset + data.length; ) {
+        const block = Math.floor(pos / bs);
+        const blockStart = block * bs;
+        const pieceEnd = Math.min(offset + data.length, blockStart + bs);
+        await this.writeInBlock(block, pos - blockStart, data.subarray(pos - offset, pieceEnd - offset));
+        pos = pieceEnd;
+      }
+      this.dataDirty = true;
+      if (this.cache.dirtyCount >= MAX_DIRTY_PAGES) await this.commitMetadata();
+    } catch (e) {
+      this.failure ??= e;
+      throw e;
+    }
+  }
+
+  private async writeInBlock(block: number, inBlock: number, piece: Uint8Array): Promise<void> {
+    const entry = await this.payloadEntry(block);
+    if (entry.state === PAYLOAD_BLOCK_FULLY_PRESENT) {
+      await this.source.write(piece, entry.fileOffset + inBlock);
+      return;
+    }
+    if (entry.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
+      await this.source.write(piece, entry.fileOffset + inBlock);
+      await this.markSectorsPresent(block, inBlock, piece.length);
+      return;
+    }
+    // Not allocated: take a fresh block at the end of the file (it reads as zeros).
+    const fileOffset = await this.allocate(this.blockSize);
+    await this.source.write(piece, fileOffset + inBlock);
+    const wholeBlock = inBlock === 0 && piece.length >= Math.min(this.blockSize, this.virtualSize - block * this.blockSize);
+    if (this.layout.fileParameters.hasParent && entry.state === PAYLOAD_BLOCK_NOT_PRESENT && !wholeBlock) {
+      // The rest of the block still belongs to the parent: the sector bitmap says which sectors are ours.
+      await this.ensureBitmapBlock(Math.floor(block / this.layout.batLayout.chunkRatio));
+      await this.markSectorsPresent(block, inBlock, piece.length);
+      await this.setPayloadEntry(block, { state: PAYLOAD_BLOCK_PARTIALLY_PRESENT, fileOffset });
+    } else {
+      await this.setPayloadEntry(block, { state: PAYLOAD_BLOCK_FULLY_PRESENT, fileOffset });
+    }
+  }
+
+  private async markSectorsPresent(block: number, inBlock: number, length: number): Promise<void> {
+    const lss = this.logicalSectorSize;
+    const sbOffset = await this.presentBitmapOffset(block);
+    let bit = this.layout.batLayout.bitmapByteOffset(block) * 8 + inBlock / lss;
+    let count = length / lss;
+    while (count > 0) {
+      const pageStart = Math.floor(bit / (PAGE_SIZE * 8)) * PAGE_SIZE;
+      const page = await this.cache.get(sbOffset + pageStart, sbOffset + SECTOR_BITMAP_BLOCK_SIZE);
+      const first = bit - pageStart * 8;
+      const n = Math.min(count, PAGE_SIZE * 8 - first);
+      setBits(page, first, n);
+      this.cache.markDirty(sbOffset + pageStart, page);
+      bit += n;
+      count -= n;
+    }
+  }
+
+  private async ensureBitmapBlock(chunk: number): Promise<void> {
+    if ((await this.bitmapEntry(chunk)).state === SB_BLOCK_PRESENT) return;
+    const fileOffset = await this.allocate(SECTOR_BITMAP_BLOCK_SIZE);
+    await this.setBitmapEntry(chunk, { state: SB_BLOCK_PRESENT, fileOffset });
+  }
+
+  private async allocate(bytes: number): Promise<number> {
+    const at = this.allocationCursor;
+    this.allocationCursor += alignUp(bytes, MIB);
+    await this.source.truncate(this.allocationCursor);
+    return at;
+  }
+
+  /** §2.2.2 Before the first change: new FileWriteGuid and DataWriteGuid, both headers. */
+  private async beginModification(): Promise<void> {
+    if (this.sessionStarted && this.dataWriteGuidChanged) return;
+    await this.headers.update({ fileWriteGuid: randomGuid(), dataWriteGuid: randomGuid() });
+    this.sessionStarted = true;
+    this.dataWriteGuidChanged = true;
+  }
+
+  /** Writes every dirty BAT and sector bitmap page through the log (§2.3). */
+  private async commitMetadata(): Promise<void> {
+    if (this.cache.dirtyCount === 0) return;
+    await this.source.flush();
+    this.durableFileSize = this.allocationCursor;
+    const logGuid = randomGuid();
+    await this.headers.update({ logGuid });
+    const { logOffset, logLength } = this.headers.header;
+    const log = new LogWriter(this.source, logOffset, logLength, logGuid, 1n);
+    const pages = this.cache.dirtyPages();
+    await log.commit(pages, this.durableFileSize, this.allocationCursor);
+    this.cache.markCommitted(pages.map(([at]) => at));
+    await this.headers.update({ logGuid: NULL_GUID });
+  }
+
+  async flush(): Promise<void> {
+    this.assertUsable();
+    if (this.readOnly) return;
+    try {
+      if (this.cache.dirtyCount > 0) await this.commitMetadata();
+      else if (this.dataDirty) await this.source.flush();
+      this.dataDirty = false;
+    } catch (e) {
+      this.failure ??= e;
+      throw e;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (!this.readOnly && this.failure === undefined) await this.flush();
+    } finally {
+      this.closed = true;
+      await this.source.close();
+    }
+  }
+
+  // --- BAT access (§2.5) ---
+
+  async payloadEntry(block: number): Promise<BatEntry> {
+    const index = this.layout.batLayout.payloadIndex(block);
+    const entry = await this.batEntryAt(index);
+    const at = this.layout.bat.fileOffset + index * 8;
+    if (!(entry.state in PAYLOAD_STATE_NAMES)) throw corrupt(`BAT entry for block ${block} has reserved state ${entry.state}`, this.path, at);
+    if (entry.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT && !this.layout.fileParameters.hasParent) {
+      throw corrupt(`block ${block} is PARTIALLY_PRESENT in a disk without a parent`, this.path, at);
+    }
+    if (entry.state === PAYLOAD_BLOCK_FULLY_PRESENT || entry.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
+      this.checkBlockPlacement(entry.fileOffset, this.blockSize, `block ${block}`, at);
+    }
+    return entry;
+  }
+
+  private async bitmapEntry(chunk: number): Promise<BatEntry> {
+    const index = this.layout.batLayout.sectorBitmapIndex(chunk);
+    const at = this.layout.bat.fileOffset + index * 8;
+    if ((index + 1) * 8 > this.layout.bat.length) throw corrupt(`BAT region too small for the sector bitmap entry of chunk ${chunk}`, this.path, at);
+    const entry = await this.batEntryAt(index);
+    if (entry.state !== SB_BLOCK_NOT_PRESENT && entry.state !== SB_BLOCK_PRESENT) {
+      throw corrupt(`sector bitmap entry of chunk ${chunk} has invalid state ${entry.state}`, this.path, at);
+    }
+    if (entry.state === SB_BLOCK_PRESENT) this.checkBlockPlacement(entry.fileOffset, SECTOR_BITMAP_BLOCK_SIZE, `sector bitmap of chunk ${chunk}`, at);
+    return entry;
+  }
+
+  /** File offset of the sector bitmap block covering `block`, which must be present. */
+  private async presentBitmapOffset(block: number): Promise<number> {
+    const chunk = Math.floor(block / this.layout.batLayout.chunkRatio);
+    const sb = await this.bitmapEntry(chunk);
+    if (sb.state !== SB_BLOCK_PRESENT) {
+      const at = this.layout.bat.fileOffset + this.layout.batLayout.payloadIndex(block) * 8;
+      throw corrupt(`block ${block} is PARTIALLY_PRESENT but its chunk has no sector bitmap`, this.path, at);
+    }
+    return sb.fileOffset;
+  }
+
+  private async batEntryAt(index: number): Promise<BatEntry> {
+    const at = this.layout.bat.fileOffset + index * 8;
+    const pageStart = at - (at % PAGE_SIZE);
+    const page = await this.cache.get(pageStart, this.layout.bat.fileOffset + this.layout.bat.length);
+    return decodeBatEntry(page, at - pageStart);
+  }
+
+  private async setBatEntry(index: number, entry: BatEntry): Promise<void> {
+    const at = this.layout.bat.fileOffset + index * 8;
+    const pageStart = at - (at % PAGE_SIZE);
+    const page = await this.cache.get(pageStart, this.layout.bat.fileOffset + this.layout.bat.length);
+    encodeBatEntry(page, at - pageStart, entry);
+    this.cache.markDirty(pageStart, page);
+  }
+
+  private setPayloadEntry(block: number, entry: BatEntry): Promise<void> {
+    return this.setBatEntry(this.layout.batLayout.payloadIndex(block), entry);
+  }
+
+  private setBitmapEntry(chunk: number, entry: BatEntry): Promise<void> {
+    return this.setBatEntry(this.layout.batLayout.sectorBitmapIndex(chunk), entry);
+  }
+
+  /** A block must lie after the header section, inside the file, and clear of the log and regions. */
+  private checkBlockPlacement(fileOffset: number, length: number, what: string, at: number): void {
+    if (fileOffset < MIB || fileOffset + length > this.allocationCursor) {
+      throw corrupt(`${what} at file offset ${fileOffset} lies outside the file's data area (file ends at ${this.allocationCursor})`, this.path, at);
+    }
+    const { logOffset, logLength } = this.headers.header;
+    const spans: [number, number][] = [[logOffset, logOffset + logLength], ...this.layout.regions.map((r): [number, number] => [r.fileOffset, r.fileOffset + r.length])];
+    for (const [s, e] of spans) {
+      if (fileOffset < e && fileOffset + length > s) throw corrupt(`${what} at file offset ${fileOffset} overlaps the log or a region`, this.path, at);
+    }
+  }
+
+  private checkRange(offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.virtualSize) {
+      throw new DiskchainError('OUT_OF_RANGE', `range ${offset}+${length} is outside the virtual disk (${this.virtualSize} bytes)`, { file: this.path, offset });
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new DiskchainError('INVALID_ARGUMENT', 'disk is closed', { file: this.path });
+  }
+
+  private assertUsable(): void {
+    this.assertOpen();
+    if (this.failure !== undefined) {
+      throw new DiskchainError('IO', 'an earlier write failed; reopen the disk (the log makes it consistent)', { file: this.path }, { cause: this.failure });
+    }
+  }
+}
+

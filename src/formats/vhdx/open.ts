@@ -1,0 +1,41 @@
+import { writeZeros, type ByteSource } from '../../io/byte-source.js';
+import { NULL_GUID, randomGuid } from '../../io/guid.js';
+import { OverlaySource } from '../../io/overlay-source.js';
+import { VhdxDisk } from './disk.js';
+import { HeaderWriter } from './header-writer.js';
+import { readHeaders, readLayout } from './layout.js';
+import { planReplay } from './log-replay.js';
+
+/**
+ * Opens a VHDX file. A dirty log (§2.3.3) is replayed first: into the file when writable
+ * (new FileWriteGuid first, LogGuid cleared after), or in memory when read-only (the file is untouched).
+ */
+export async function openVhdx(source: ByteSource, options: { writable?: boolean } = {}): Promise<VhdxDisk> {
+  const { creator, current } = await readHeaders(source);
+  const { logGuid, logOffset, logLength } = current.header;
+  if (logGuid === NULL_GUID) {
+    const layout = await readLayout(source, creator, current);
+    return new VhdxDisk(source, layout, await source.size(), { logReplay: 'not needed' });
+  }
+  const plan = await planReplay(source, logOffset, logLength, logGuid);
+  const notes = { logReplay: plan ? `${plan.entryCount} entries up to sequence ${plan.headSequence}` : 'LogGuid set but no entry carries it: nothing to replay' };
+  if (!options.writable) {
+    const size = await source.size();
+    const view = plan ? new OverlaySource(source, plan.writes, Math.max(size, plan.minimumFileSize)) : source;
+    const layout = await readLayout(view, creator, current);
+    return new VhdxDisk(view, layout, await view.size(), { ...notes, logReplayedIn: 'memory (file unchanged)' });
+  }
+  const headers = new HeaderWriter(source, current);
+  await headers.update({ fileWriteGuid: randomGuid(), dataWriteGuid: randomGuid() });
+  if (plan) {
+    for (const w of plan.writes) {
+      if (w.data) await source.write(w.data, w.offset);
+      else await writeZeros(source, w.offset, w.length);
+    }
+    if ((await source.size()) < plan.minimumFileSize) await source.truncate(plan.minimumFileSize);
+    await source.flush();
+  }
+  await headers.update({ logGuid: NULL_GUID });
+  const layout = await readLayout(source, creator, headers.state);
+  return new VhdxDisk(source, layout, await source.size(), { ...notes, logReplayedIn: 'file' });
+}

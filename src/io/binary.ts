@@ -1,0 +1,50 @@
+import { DiskchainError } from './errors.js';
+
+/** Converts a 64-bit on-disk value to a number, refusing anything above 2^53. */
+export function toSafeNumber(value: bigint, what: string, file: string, offset?: number): number {
+  if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new DiskchainError('CORRUPT', `${what} is out of range (${value})`, { file, ...(offset !== undefined ? { offset } : {}) });
+  }
+  return Number(value);
+}
+
+export function view(buf: Uint8Array): DataView {
+  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+export function asciiAt(buf: Uint8Array, offset: number, length: number): string {
+  return String.fromCharCode(...buf.subarray(offset, offset + length));
+}
+
+export function writeAscii(buf: Uint8Array, offset: number, text: string): void {
+  for (let i = 0; i < text.length; i++) buf[offset + i] = text.charCodeAt(i) & 0xff;
+}
+
+/** UTF-16LE text up to the first NUL (or the whole span). */
+export function utf16leAt(buf: Uint8Array, offset: number, length: number): string {
+  const span = Buffer.from(buf.buffer, buf.byteOffset + offset, length);
+  const text = span.toString('utf16le');
+  const nul = text.indexOf('\u0000');
+  return nul >= 0 ? text.slice(0, nul) : text;
+}
+
+export function isPowerOfTwo(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0 && n <= 2 ** 30;
+}
+
+export function alignUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
+
+export function isAllZero(buf: Uint8Array): boolean {
+  // Compare 8 bytes at a time where the view is aligned; fall back per byte.
+  const words = Math.floor(buf.length / 8);
+  if (buf.byteOffset % 8 === 0) {
+    const w = new BigUint64Array(buf.buffer, buf.byteOffset, words);
+    for (let i = 0; i < words; i++) if (w[i] !== 0n) return false;
+  } else {
+    for (let i = 0; i < words * 8; i++) if (buf[i] !== 0) return false;
+  }
+  for (let i = words * 8; i < buf.length; i++) if (buf[i] !== 0) return false;
+  return true;
+}

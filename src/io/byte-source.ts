@@ -1,0 +1,28 @@
+/**
+ * A random-access store of bytes: a file or a memory buffer.
+ * Offsets are plain numbers (safe integers; files are well below 2^53 bytes).
+ * `read` either fills the whole buffer or throws TRUNCATED: a short read is corruption.
+ */
+export interface ByteSource {
+  readonly name: string;
+  readonly readOnly: boolean;
+  size(): Promise<number>;
+  read(target: Uint8Array, offset: number): Promise<void>;
+  /** Reads what exists; returns the count (may be short at end of file). */
+  readAvailable(target: Uint8Array, offset: number): Promise<number>;
+  write(data: Uint8Array, offset: number): Promise<void>;
+  /** Sets the file length (growing leaves a hole that reads as zeros). */
+  truncate(length: number): Promise<void>;
+  /** Makes every completed write durable. */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Writes `length` zero bytes at `offset`, 1 MiB at a time. */
+export async function writeZeros(source: ByteSource, offset: number, length: number): Promise<void> {
+  const chunk = new Uint8Array(Math.min(length, 1024 * 1024));
+  for (let done = 0; done < length; done += chunk.length) {
+    const n = Math.min(chunk.length, length - done);
+    await source.write(chunk.subarray(0, n), offset + done);
+  }
+}

@@ -1,0 +1,104 @@
+import { open, type FileHandle } from 'node:fs/promises';
+import type { ByteSource } from './byte-source.js';
+import { DiskchainError } from './errors.js';
+
+/** A ByteSource over a file. Opened read-only unless asked otherwise. */
+export class FileSource implements ByteSource {
+  readonly name: string;
+  readonly readOnly: boolean;
+  private readonly fh: FileHandle;
+  private closed = false;
+
+  private constructor(name: string, fh: FileHandle, readOnly: boolean) {
+    this.name = name;
+    this.fh = fh;
+    this.readOnly = readOnly;
+  }
+
+  static async open(path: string, options: { writable?: boolean } = {}): Promise<FileSource> {
+    const writable = options.writable ?? false;
+    try {
+      return new FileSource(path, await open(path, writable ? 'r+' : 'r'), !writable);
+    } catch (e) {
+      throw ioError(e, 'cannot open file', path);
+    }
+  }
+
+  /** Creates a new file; refuses to replace an existing one. */
+  static async create(path: string): Promise<FileSource> {
+    try {
+      return new FileSource(path, await open(path, 'wx+'), false);
+    } catch (e) {
+      throw ioError(e, 'cannot create file', path);
+    }
+  }
+
+  async size(): Promise<number> {
+    return (await this.fh.stat()).size;
+  }
+
+  async read(target: Uint8Array, offset: number): Promise<void> {
+    const n = await this.readAvailable(target, offset);
+    if (n < target.length) {
+      throw new DiskchainError('TRUNCATED', `short read: wanted ${target.length} bytes, file ends after ${n}`, { file: this.name, offset });
+    }
+  }
+
+  async readAvailable(target: Uint8Array, offset: number): Promise<number> {
+    let done = 0;
+    while (done < target.length) {
+      const { bytesRead } = await this.fh.read(target, done, target.length - done, offset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return done;
+  }
+
+  async write(data: Uint8Array, offset: number): Promise<void> {
+    this.assertWritable();
+    let done = 0;
+    try {
+      while (done < data.length) {
+        const { bytesWritten } = await this.fh.write(data, done, data.length - done, offset + done);
+        done += bytesWritten;
+      }
+    } catch (e) {
+      throw ioError(e, 'write failed', this.name, offset + done);
+    }
+  }
+
+  async truncate(length: number): Promise<void> {
+    this.assertWritable();
+    try {
+      await this.fh.truncate(length);
+    } catch (e) {
+      throw ioError(e, 'cannot resize file', this.name);
+    }
+  }
+
+  async flush(): Promise<void> {
+    if (this.readOnly) return;
+    try {
+      await this.fh.sync();
+    } catch (e) {
+      throw ioError(e, 'flush failed', this.name);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.fh.close();
+  }
+
+  private assertWritable(): void {
+    if (this.readOnly) throw new DiskchainError('READ_ONLY', 'file is open read-only', { file: this.name });
+  }
+}
+
+function ioError(e: unknown, what: string, file: string, offset?: number): DiskchainError {
+  const errno = (e as NodeJS.ErrnoException).code;
+  const code = errno === 'ENOSPC' || errno === 'EDQUOT' ? 'NO_SPACE' : 'IO';
+  const reason = e instanceof Error ? e.message : String(e);
+  return new DiskchainError(code, `${what}: ${reason}`, { file, ...(offset !== undefined ? { offset } : {}), errno }, { cause: e });
+}

@@ -1,0 +1,71 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import type { TestContext } from 'node:test';
+
+/** The independent readers we check ourselves against. */
+export type Oracle = 'qemu-img' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools';
+
+const PY = '/usr/bin/python3';
+
+function present(oracle: Oracle): boolean {
+  switch (oracle) {
+    case 'qemu-img':
+      return spawnSync('qemu-img', ['--version']).status === 0;
+    case 'vhdiinfo':
+      return spawnSync('vhdiinfo', ['-V']).status === 0;
+    case 'pyvhdi':
+      return existsSync(PY) && spawnSync(PY, ['-c', 'import pyvhdi']).status === 0;
+    case 'mkfs.fat':
+      return spawnSync('mkfs.fat', ['--help']).error === undefined;
+    case 'mtools':
+      return spawnSync('mdir', ['-V']).error === undefined;
+  }
+}
+
+const cache = new Map<Oracle, boolean>();
+
+/**
+ * Returns true when the oracle is installed. When it is not: in CI (CI=true) the test fails;
+ * elsewhere it is skipped with a loud message.
+ */
+export function requireOracle(t: TestContext, oracle: Oracle): boolean {
+  if (!cache.has(oracle)) cache.set(oracle, present(oracle));
+  if (cache.get(oracle)) return true;
+  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils libvhdi-utils python3-libvhdi dosfstools mtools)`;
+  if (process.env.CI === 'true') throw new Error(`${msg}; CI must have it`);
+  console.error(`SKIPPED LOUDLY: ${msg}`);
+  t.skip(msg);
+  return false;
+}
+
+export function qemuImg(args: string[]): string {
+  return execFileSync('qemu-img', args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+}
+
+/**
+ * SHA-256 of the whole virtual disk as pyvhdi reads it. `parents` lists the chain above `path`,
+ * nearest parent first; each is opened and linked with set_parent.
+ */
+export function pyvhdiSha256(path: string, parents: string[] = []): string {
+  const script = `
+import sys, hashlib, pyvhdi
+paths = sys.argv[1:]
+files = []
+for p in paths:
+    f = pyvhdi.file(); f.open(p); files.append(f)
+for i in range(len(files) - 1):
+    files[i].set_parent(files[i + 1])
+top = files[0]
+h = hashlib.sha256(); size = top.get_media_size(); off = 0
+while off < size:
+    n = min(4 << 20, size - off)
+    top.seek_offset(off, 0)
+    data = top.read_buffer(n)
+    if len(data) != n: raise SystemExit('short read at %d' % off)
+    h.update(data); off += n
+print(h.hexdigest())
+`;
+  return execFileSync(PY, ['-c', script, path, ...parents], { encoding: 'utf8' }).trim();
+}
+
+export const FIXTURES = new URL('../../../../shared/fixtures/real/', import.meta.url).pathname;
