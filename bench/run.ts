@@ -1,0 +1,103 @@
+/**
+ * npm run bench: diskchain against qemu-img on the same work in the same run.
+ * Each case runs both tools alternately (sync before each run), reports the median time, the ratio
+ * diskchain / qemu-img and the peak memory (max RSS) of each, and checks both outputs are identical.
+ * qemu-img's convert does not flush its output by default; "-t writeback" makes it flush, as diskchain
+ * does, so that is the like-for-like ratio; the default one is shown too.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const SIZE_MIB = Number(process.env.BENCH_SIZE_MIB ?? 1024);
+const CLI = new URL('../src/cli/main.js', import.meta.url).pathname;
+const dir = join(tmpdir(), 'diskchain-bench');
+
+interface Measure {
+  seconds: number;
+  maxRssMiB: number;
+}
+
+/** Runs a command and reports wall time and the child's peak RSS (through Python's rusage). */
+function measure(cmd: string[]): Measure {
+  execFileSync('sync');
+  const script = 'import resource,subprocess,sys,time\nt=time.perf_counter()\nsubprocess.run(sys.argv[1:],check=True,stdout=subprocess.DEVNULL)\nprint(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)';
+  const out = execFileSync('/usr/bin/python3', ['-c', script, ...cmd], { encoding: 'utf8' }).trim().split(' ');
+  return { seconds: Number(out[0]), maxRssMiB: Number(out[1]) / 1024 };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+interface Case {
+  name: string;
+  output: string;
+  diskchain: string[];
+  qemu: string[];
+  compareFormat: string;
+}
+
+function runCase(c: Case): void {
+  const ours: Measure[] = [];
+  const theirs: Measure[] = [];
+  const theirsDefault: Measure[] = [];
+  const qemuOut = `${c.output}.qemu`;
+  for (let i = 0; i < RUNS; i++) {
+    rmSync(c.output, { force: true });
+    ours.push(measure(['node', CLI, ...c.diskchain, c.output]));
+    rmSync(qemuOut, { force: true });
+    theirs.push(measure(['qemu-img', 'convert', '-t', 'writeback', ...c.qemu, qemuOut]));
+    rmSync(qemuOut, { force: true });
+    theirsDefault.push(measure(['qemu-img', 'convert', ...c.qemu, qemuOut]));
+  }
+  const same = spawnSync('qemu-img', ['compare', '-f', c.compareFormat, '-F', c.compareFormat, c.output, qemuOut]).status === 0;
+  const t = median(ours.map((m) => m.seconds));
+  const q = median(theirs.map((m) => m.seconds));
+  const qd = median(theirsDefault.map((m) => m.seconds));
+  console.log(
+    `${c.name.padEnd(34)} diskchain ${t.toFixed(2)}s  qemu-img ${q.toFixed(2)}s (default ${qd.toFixed(2)}s)  ` +
+      `ratio ${(t / q).toFixed(2)} (vs default ${(t / qd).toFixed(2)})  ` +
+      `peak memory ${Math.max(...ours.map((m) => m.maxRssMiB)).toFixed(0)} MiB vs ${Math.max(...theirs.map((m) => m.maxRssMiB)).toFixed(0)} MiB  ` +
+      `outputs ${same ? 'identical' : 'DIFFER'}`,
+  );
+  rmSync(c.output, { force: true });
+  rmSync(qemuOut, { force: true });
+}
+
+function makeSource(path: string): void {
+  // Three chunks of random data for every chunk of zeros: a disk that is mostly full, with holes.
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(4 * 1024 * 1024);
+  for (let i = 0; i < SIZE_MIB / 4; i++) {
+    if (i % 4 === 3) chunk.fill(0);
+    else randomFillSync(chunk);
+    writeSync(fd, chunk);
+  }
+  closeSync(fd);
+}
+
+if (spawnSync('qemu-img', ['--version']).status !== 0) {
+  console.error('npm run bench needs qemu-img (apt-get install qemu-utils)');
+  process.exit(1);
+}
+mkdirSync(dir, { recursive: true });
+const raw = join(dir, 'source.raw');
+if (!existsSync(raw)) makeSource(raw);
+const vhdx = join(dir, 'source.vhdx');
+const vhd = join(dir, 'source.vhd');
+execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic', raw, vhdx]);
+execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'vpc', '-o', 'subformat=dynamic,force_size=on', raw, vhd]);
+console.log(`diskchain bench: ${SIZE_MIB} MiB disks (75% random data, 25% holes), median of ${RUNS} runs, in ${dir}`);
+const cases: Case[] = [
+  { name: 'dynamic VHDX -> raw', output: join(dir, 'out.raw'), diskchain: ['convert', vhdx, '-O', 'raw'], qemu: ['-f', 'vhdx', '-O', 'raw', vhdx], compareFormat: 'raw' },
+  { name: 'raw -> dynamic VHDX', output: join(dir, 'out.vhdx'), diskchain: ['convert', raw, '-f', 'raw', '-O', 'vhdx'], qemu: ['-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic', raw], compareFormat: 'vhdx' },
+  { name: 'dynamic VHD -> raw', output: join(dir, 'out2.raw'), diskchain: ['convert', vhd, '-O', 'raw'], qemu: ['-f', 'vpc', '-O', 'raw', vhd], compareFormat: 'raw' },
+  { name: 'raw -> dynamic VHD', output: join(dir, 'out.vhd'), diskchain: ['convert', raw, '-f', 'raw', '-O', 'vhd'], qemu: ['-f', 'raw', '-O', 'vpc', '-o', 'subformat=dynamic,force_size=on', raw], compareFormat: 'vpc' },
+];
+for (const c of cases) runCase(c);
+if (process.env.BENCH_KEEP !== '1') rmSync(dir, { recursive: true, force: true });
