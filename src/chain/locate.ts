@@ -16,15 +16,18 @@ export interface LocateAttempt {
  */
 export async function locateParent(childPath: string, parent: ParentReference): Promise<{ path: string; attempts: LocateAttempt[] }> {
   const attempts: LocateAttempt[] = [];
+  const tried = new Set<string>();
   for (const entry of orderLocators(parent.locators)) {
     for (const candidate of candidatesFor(childPath, entry)) {
+      if (tried.has(candidate)) continue;
+      tried.add(candidate);
       const result = await fileState(candidate);
       attempts.push({ key: entry.key, stored: entry.path, tried: candidate, result });
       if (result === 'found') return { path: candidate, attempts };
     }
   }
-  const tried = attempts.map((a) => `${a.key}: ${a.tried} (${a.result})`).join('; ');
-  throw new DiskchainError('PARENT_NOT_FOUND', `parent of ${childPath} not found; tried ${tried || 'nothing (no locator entries)'}`, { file: childPath, attempts });
+  const list = attempts.map((a) => `${a.key}: ${a.tried} (${a.result})`).join('; ');
+  throw new DiskchainError('PARENT_NOT_FOUND', `parent of ${childPath} not found; tried ${list || 'nothing (no locator entries)'}`, { file: childPath, attempts });
 }
 
 const ORDER: Record<ParentLocatorEntry['kind'], number> = { relative: 0, volume: 1, absolute: 2 };

@@ -20,20 +20,33 @@ export interface CopyResult {
 export async function copyChainInto(chain: DiskChain, target: VirtualDisk, options: LongOperationOptions = {}): Promise<CopyResult> {
   const size = chain.virtualSize;
   const chunkSize = Math.min(COPY_CHUNK, Math.max(target.blockSize, 1024 * 1024));
-  const buf = new Uint8Array(chunkSize);
   let bytesWritten = 0;
   let bytesSkipped = 0;
-  for (let offset = 0; offset < size; offset += chunkSize) {
-    throwIfAborted(options.signal);
+  // Two buffers: the next chunk is read while the previous one is written.
+  const buffers = [new Uint8Array(chunkSize), new Uint8Array(chunkSize)];
+  const fetch = async (offset: number, buf: Uint8Array): Promise<Uint8Array | undefined> => {
     const n = Math.min(chunkSize, size - offset);
     const extents = await chain.map(offset, n);
-    const holds = extents.some((e) => e.state === 'data');
+    if (!extents.some((e) => e.state === 'data')) return undefined;
     const part = buf.subarray(0, n);
-    if (holds) await chain.read(part, offset);
-    if (!holds || isAllZero(part)) bytesSkipped += n;
-    else {
-      await target.write(part, offset);
-      bytesWritten += n;
+    await chain.read(part, offset);
+    return isAllZero(part) ? undefined : part;
+  };
+  let pending = size > 0 ? fetch(0, buffers[0]!) : undefined;
+  for (let offset = 0, i = 0; offset < size; offset += chunkSize, i++) {
+    throwIfAborted(options.signal);
+    const part = await pending!;
+    const next = offset + chunkSize;
+    pending = next < size ? fetch(next, buffers[(i + 1) % 2]!) : undefined;
+    const n = Math.min(chunkSize, size - offset);
+    try {
+      if (part) {
+        await target.write(part, offset);
+        bytesWritten += n;
+      } else bytesSkipped += n;
+    } catch (e) {
+      await pending?.catch(() => undefined);
+      throw e;
     }
     options.onProgress?.(offset + n, size);
   }
