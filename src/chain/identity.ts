@@ -7,7 +7,9 @@ export function identityMatches(expected: ParentReference, actual: LinkIdentity)
     return e.dataWriteGuid === actual.dataWriteGuid || expected.alternateDataWriteGuid === actual.dataWriteGuid;
   }
   if (e.format === 'vhd' && actual.format === 'vhd') {
-    return e.uniqueId === actual.uniqueId && e.timestamp === actual.timestamp;
+    // Windows diskpart records a parent timestamp of 0: then only the unique id can be compared.
+    const sameId = e.uniqueId.toLowerCase() === actual.uniqueId.toLowerCase();
+    return sameId && (e.timestamp === 0 || e.timestamp === actual.timestamp);
   }
   return false;
 }

@@ -1,0 +1,307 @@
+import type { ByteSource } from '../../io/byte-source.js';
+import { DiskchainError } from '../../io/errors.js';
+import type { DiskType, Extent, ExtentState, LinkIdentity, ParentReference, VirtualDisk } from '../types.js';
+import { encodeBatRange, UNALLOCATED } from './bat.js';
+import { DEFAULT_BLOCK_SIZE, SECTOR } from './constants.js';
+import { vhdDetails } from './details.js';
+import type { VhdLayout } from './layout.js';
+import { allBitsSet, bitRuns, setBits } from './sector-bitmap.js';
+
+const BITMAP_CACHE_LIMIT = 8192;
+/** Largest single write we assemble when coalescing new blocks. */
+const MAX_COALESCED_WRITE = 64 * 1024 * 1024;
+
+interface PendingWrite {
+  offset: number;
+  data: Uint8Array;
+}
+
+/** One opened VHD file (spec: fixed, dynamic or differencing hard disk image). A single layer. */
+export class VhdDisk implements VirtualDisk {
+  readonly format = 'vhd' as const;
+  readonly logicalSectorSize = SECTOR;
+  readonly physicalSectorSize = SECTOR;
+  readonly diskType: DiskType;
+  readonly virtualSize: number;
+  readonly blockSize: number;
+  readonly readOnly: boolean;
+  readonly parent: ParentReference | undefined;
+  private readonly bitmaps = new Map<number, Uint8Array>();
+  /** Where the next block goes: the offset of the end footer. */
+  private nextFree: number;
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  private constructor(
+    private readonly source: ByteSource,
+    private readonly layout: VhdLayout,
+    writable: boolean,
+  ) {
+    this.diskType = layout.diskType;
+    this.virtualSize = layout.virtualSize;
+    this.blockSize = layout.diskType === 'fixed' ? DEFAULT_BLOCK_SIZE : layout.blockSize;
+    this.readOnly = !writable;
+    this.parent = layout.parent;
+    this.nextFree = layout.footerOffset;
+  }
+
+  /**
+   * Wraps a parsed layout. A writable dynamic disk first gets a valid footer copy at offset 0 and a
+   * footer at the true end of its data (repairing what an interrupted allocation left), because each
+   * later allocation briefly relies on the copy.
+   */
+  static async open(source: ByteSource, layout: VhdLayout, writable: boolean): Promise<VhdDisk> {
+    if (writable && source.readOnly) throw new DiskchainError('READ_ONLY', 'cannot open for writing: the file is read-only', { file: source.name });
+    const disk = new VhdDisk(source, layout, writable);
+    if (writable && layout.diskType !== 'fixed') await disk.settleFooters();
+    return disk;
+  }
+
+  get path(): string {
+    return this.source.name;
+  }
+
+  identity(): LinkIdentity {
+    return { format: 'vhd', uniqueId: this.layout.footer.uniqueId, timestamp: this.layout.footer.timeStamp };
+  }
+
+  details(): Record<string, unknown> {
+    return vhdDetails(this.layout, this.allocatedBlocks());
+  }
+
+  async map(offset: number, length: number): Promise<Extent[]> {
+    this.checkRange(offset, length);
+    const out: Extent[] = [];
+    const push = (o: number, n: number, state: ExtentState): void => {
+      const last = out[out.length - 1];
+      if (last && last.state === state && last.offset + last.length === o) last.length += n;
+      else out.push({ offset: o, length: n, state });
+    };
+    if (this.diskType === 'fixed') {
+      if (length > 0) push(offset, length, 'data');
+      return out;
+    }
+    await this.forEachPiece(offset, length, async (block, inBlock, n, at) => {
+      const entry = this.layout.bat[block]!;
+      if (entry === UNALLOCATED) return push(at, n, 'transparent');
+      if (this.diskType === 'dynamic') return push(at, n, 'data');
+      const bm = await this.bitmap(block);
+      for (const [s, count, set] of bitRuns(bm, inBlock / SECTOR, n / SECTOR)) {
+        push(at + (s * SECTOR - inBlock), count * SECTOR, set ? 'data' : 'transparent');
+      }
+    });
+    return out;
+  }
+
+  async read(target: Uint8Array, offset: number): Promise<void> {
+    this.checkRange(offset, target.length);
+    if (this.diskType === 'fixed') return this.source.read(target, offset);
+    await this.forEachPiece(offset, target.length, async (block, inBlock, n, at) => {
+      const dst = target.subarray(at - offset, at - offset + n);
+      const entry = this.layout.bat[block]!;
+      if (entry === UNALLOCATED) return void dst.fill(0);
+      await this.source.read(dst, this.dataOffset(entry, inBlock));
+      if (this.diskType !== 'differencing') return;
+      // Spec, Sector Bitmap: a clear bit in a differencing disk means "not in this file".
+      const bm = await this.bitmap(block);
+      for (const [s, count, set] of bitRuns(bm, inBlock / SECTOR, n / SECTOR)) {
+        if (!set) dst.fill(0, s * SECTOR - inBlock, s * SECTOR - inBlock + count * SECTOR);
+      }
+    });
+  }
+
+  async write(data: Uint8Array, offset: number): Promise<void> {
+    if (this.readOnly) throw new DiskchainError('READ_ONLY', 'the disk is open read-only', { file: this.path });
+    if (offset % SECTOR !== 0 || data.length % SECTOR !== 0) {
+      throw new DiskchainError('INVALID_ARGUMENT', `write of ${data.length} bytes at ${offset} is not sector aligned`, { file: this.path, offset });
+    }
+    this.checkRange(offset, data.length);
+    if (data.length === 0) return;
+    if (this.diskType === 'fixed') return this.source.write(data, offset);
+    return this.exclusive(() => this.writeSparse(data, offset));
+  }
+
+  async flush(): Promise<void> {
+    await this.exclusive(() => this.source.flush());
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (!this.readOnly) await this.flush();
+    await this.source.close();
+  }
+
+  async allocatedBytes(): Promise<number> {
+    return this.diskType === 'fixed' ? this.virtualSize : this.allocatedBlocks() * this.blockSize;
+  }
+
+  async fileSize(): Promise<number> {
+    return this.source.size();
+  }
+
+  private allocatedBlocks(): number {
+    let n = 0;
+    for (const e of this.layout.bat) if (e !== UNALLOCATED) n++;
+    return n;
+  }
+
+  /**
+   * Spec, Block Allocation Table and Data Blocks. Data for allocated blocks is written in place.
+   * New blocks (sector bitmap + data) go where the end footer was; then, each step flushed before
+   * the next: the footer at the new end, then the BAT entries. A crash leaves either the old BAT
+   * (block unreferenced, the end footer possibly overwritten: the copy at offset 0 stands in) or
+   * the complete allocation. Differencing bitmaps of existing blocks are set only after the data
+   * they cover is durable.
+   */
+  private async writeSparse(data: Uint8Array, offset: number): Promise<void> {
+    const { bitmapSize, blockSize } = this.layout;
+    const span = bitmapSize + blockSize;
+    const fresh: PendingWrite[] = [];
+    const freshBlocks: Array<[number, number, Uint8Array]> = [];
+    const bitmapUpdates: Array<[number, Uint8Array]> = [];
+    let wroteExisting = false;
+    await this.forEachPiece(offset, data.length, async (block, inBlock, n, at) => {
+      const piece = data.subarray(at - offset, at - offset + n);
+      const entry = this.layout.bat[block]!;
+      if (entry !== UNALLOCATED) {
+        await this.source.write(piece, this.dataOffset(entry, inBlock));
+        wroteExisting = true;
+        if (this.diskType === 'differencing') {
+          const bm = await this.bitmap(block);
+          if (!allBitsSet(bm, inBlock / SECTOR, n / SECTOR)) {
+            const next = new Uint8Array(bm);
+            setBits(next, inBlock / SECTOR, n / SECTOR);
+            bitmapUpdates.push([block, next]);
+          }
+        }
+        return;
+      }
+      const start = this.nextFree + freshBlocks.length * span;
+      if ((start + span) / SECTOR > UNALLOCATED - 1) {
+        throw new DiskchainError('NO_SPACE', 'the VHD file would grow past the 2 TiB its 32-bit sector offsets can address', { file: this.path });
+      }
+      // A dynamic disk's new block is marked fully present (as Windows and qemu do); a
+      // differencing disk's only where written. Unwritten data reads as zeros (new file space).
+      const bm = new Uint8Array(bitmapSize);
+      if (this.diskType === 'dynamic') setBits(bm, 0, blockSize / SECTOR);
+      else setBits(bm, inBlock / SECTOR, n / SECTOR);
+      fresh.push({ offset: start, data: bm }, { offset: start + bitmapSize + inBlock, data: piece });
+      freshBlocks.push([block, start, bm]);
+    });
+
+    if (freshBlocks.length > 0) {
+      for (const w of coalesce(fresh)) await this.source.write(w.data, w.offset);
+      await this.source.flush();
+      const newEnd = this.nextFree + freshBlocks.length * span;
+      await this.source.write(this.layout.footerBytes, newEnd);
+      await this.source.flush();
+      let lo = Infinity;
+      let hi = -1;
+      for (const [block, start, bm] of freshBlocks) {
+        this.layout.bat[block] = start / SECTOR;
+        this.cacheBitmap(block, bm);
+        lo = Math.min(lo, block);
+        hi = Math.max(hi, block);
+      }
+      await this.source.write(encodeBatRange(this.layout.bat, lo, hi - lo + 1), this.layout.tableOffset + lo * 4);
+      await this.source.flush();
+      this.nextFree = newEnd;
+      this.layout.dataEnd = Math.max(this.layout.dataEnd, newEnd);
+    } else if (bitmapUpdates.length > 0 && wroteExisting) {
+      await this.source.flush();
+    }
+    for (const [block, bm] of bitmapUpdates) {
+      await this.source.write(bm, this.layout.bat[block]! * SECTOR);
+      this.cacheBitmap(block, bm);
+    }
+  }
+
+  /** Makes the copy at offset 0 match the footer and puts a footer right after the last structure. */
+  private async settleFooters(): Promise<void> {
+    const l = this.layout;
+    if (l.copyState !== 'same') {
+      await this.source.write(l.footerBytes, 0);
+      await this.source.flush();
+      l.copyState = 'same';
+    }
+    if (l.footerSource === 'end' && l.endFooterState === 'ok' && l.footerOffset % SECTOR === 0) return;
+    const end = Math.ceil(Math.max(l.metadataEnd, l.dataEnd) / SECTOR) * SECTOR;
+    await this.source.truncate(end);
+    await this.source.write(l.footerBytes, end);
+    await this.source.flush();
+    this.nextFree = end;
+    l.footerOffset = end;
+    l.footerSource = 'end';
+    l.endFooterState = 'ok';
+  }
+
+  private async bitmap(block: number): Promise<Uint8Array> {
+    const hit = this.bitmaps.get(block);
+    if (hit) return hit;
+    const bm = new Uint8Array(this.layout.bitmapSize);
+    await this.source.read(bm, this.layout.bat[block]! * SECTOR);
+    this.cacheBitmap(block, bm);
+    return bm;
+  }
+
+  private cacheBitmap(block: number, bm: Uint8Array): void {
+    this.bitmaps.delete(block);
+    this.bitmaps.set(block, bm);
+    if (this.bitmaps.size > BITMAP_CACHE_LIMIT) this.bitmaps.delete(this.bitmaps.keys().next().value!);
+  }
+
+  private dataOffset(entry: number, inBlock: number): number {
+    return entry * SECTOR + this.layout.bitmapSize + inBlock;
+  }
+
+  /** Calls fn for each block-sized piece of [offset, offset+length): (block, offset in block, length, disk offset). */
+  private async forEachPiece(offset: number, length: number, fn: (block: number, inBlock: number, n: number, at: number) => Promise<void>): Promise<void> {
+    const bs = this.layout.blockSize;
+    let at = offset;
+    const end = offset + length;
+    while (at < end) {
+      const block = Math.floor(at / bs);
+      const inBlock = at - block * bs;
+      const n = Math.min(bs - inBlock, end - at);
+      await fn(block, inBlock, n, at);
+      at += n;
+    }
+  }
+
+  private checkRange(offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.virtualSize) {
+      throw new DiskchainError('OUT_OF_RANGE', `range ${offset}+${length} is outside the virtual disk (${this.virtualSize} bytes)`, { file: this.path, offset });
+    }
+  }
+
+  /** Runs fn after every earlier write/flush has finished (writes must not interleave). */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+}
+
+/** Joins writes that touch end to end into single buffers (up to MAX_COALESCED_WRITE). */
+function coalesce(writes: PendingWrite[]): PendingWrite[] {
+  const out: PendingWrite[] = [];
+  let group: PendingWrite[] = [];
+  let groupEnd = -1;
+  let groupLen = 0;
+  const close = (): void => {
+    if (group.length === 0) return;
+    if (group.length === 1) out.push(group[0]!);
+    else out.push({ offset: group[0]!.offset, data: Buffer.concat(group.map((w) => w.data)) });
+    group = [];
+    groupLen = 0;
+  };
+  for (const w of writes) {
+    if (w.offset !== groupEnd || groupLen + w.data.length > MAX_COALESCED_WRITE) close();
+    group.push(w);
+    groupLen += w.data.length;
+    groupEnd = w.offset + w.data.length;
+  }
+  close();
+  return out;
+}
