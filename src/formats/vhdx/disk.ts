@@ -98,15 +98,22 @@ export class VhdxDisk implements VirtualDisk {
     return this.source.size();
   }
 
+  /** Payload and sector bitmap blocks in use, counted a 4 KiB BAT page at a time. */
   async allocatedBytes(): Promise<number> {
+    const { batLayout, bat } = this.layout;
+    const entries = this.layout.fileParameters.hasParent ? batLayout.totalEntries : batLayout.payloadIndex(batLayout.payloadBlocks - 1) + 1;
+    const lastPayloadIndex = batLayout.payloadIndex(batLayout.payloadBlocks - 1);
     let total = 0;
-    const { batLayout } = this.layout;
-    for (let b = 0; b < batLayout.payloadBlocks; b++) {
-      const e = await this.payloadEntry(b);
-      if (e.state === PAYLOAD_BLOCK_FULLY_PRESENT || e.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) total += this.blockSize;
-    }
-    for (let c = 0; c < batLayout.sectorBitmapBlocks && this.layout.fileParameters.hasParent; c++) {
-      if ((await this.bitmapEntry(c)).state === SB_BLOCK_PRESENT) total += SECTOR_BITMAP_BLOCK_SIZE;
+    for (let first = 0; first < entries; first += PAGE_SIZE / 8) {
+      const page = await this.cache.get(bat.fileOffset + first * 8, bat.fileOffset + bat.length);
+      for (let i = first; i < Math.min(entries, first + PAGE_SIZE / 8); i++) {
+        const state = page[(i - first) * 8]! & 7; // §2.5: State is bits 0-2
+        if (batLayout.isSectorBitmapIndex(i)) {
+          if (state === SB_BLOCK_PRESENT) total += SECTOR_BITMAP_BLOCK_SIZE;
+        } else if (i <= lastPayloadIndex && (state === PAYLOAD_BLOCK_FULLY_PRESENT || state === PAYLOAD_BLOCK_PARTIALLY_PRESENT)) {
+          total += this.blockSize;
+        }
+      }
     }
     return total;
   }
