@@ -151,3 +151,27 @@ test('qemu-img made dynamic VHDX reads the same through diskchain', (t) => {
   assert.ok(dc(['read', 'q.vhdx']).raw.equals(content));
   execFileSync('true');
 });
+
+test('chain, map and compare describe the chain as it is', () => {
+  const chain = JSON.parse(dc(['chain', 'snap.avhdx', '--json']).stdout);
+  assert.deepEqual(chain.layers.map((l: { path: string }) => l.path), ['snap.avhdx', join(dir, 'base.vhdx')]);
+  assert.equal(chain.layers[0].link.identityMatches, true);
+  const { extents } = JSON.parse(dc(['map', 'snap.avhdx', '--json']).stdout);
+  // Extents cover the disk exactly, in order.
+  let at = 0;
+  for (const e of extents) {
+    assert.equal(e.offset, at);
+    at += e.length;
+  }
+  assert.equal(at, 40 * 1024 * 1024);
+  // The unaligned checkpoint write made the child own the sectors around offset 1000001.
+  const own = extents.find((e: { offset: number; length: number }) => e.offset <= 1000001 && e.offset + e.length > 1000001);
+  assert.equal(own.file, 'snap.avhdx');
+  assert.equal(own.state, 'data');
+  assert.ok(extents.some((e: { file: string | null }) => e.file === join(dir, 'base.vhdx')));
+  assert.ok(extents.some((e: { state: string }) => e.state === 'absent'));
+  assert.equal(dc(['compare', 'snap.avhdx', 'flat.vhd']).status, 0);
+  const differ = dc(['compare', 'snap.avhdx', 'base.vhdx', '--json']);
+  assert.equal(differ.status, 1);
+  assert.equal(JSON.parse(differ.stdout).firstDifference, 1000001);
+});

@@ -25,6 +25,7 @@ export { DiskChain, type ChainExtent, type ChainLink } from '../chain/disk-chain
 export { openChain, openDisk, MAX_CHAIN_DEPTH, type OpenChainOptions, type OpenDiskOptions } from '../chain/open-chain.js';
 export { locateParent, type LocateAttempt } from '../chain/locate.js';
 export { copyChainInto, type CopyResult } from '../ops/convert.js';
+export { compareChains, type CompareResult } from '../ops/compare.js';
 export type { LongOperationOptions, ProgressCallback } from '../ops/progress.js';
 export { checkDisk, type CheckReport } from './check.js';
 export { convert, type ConvertOptions } from './convert.js';

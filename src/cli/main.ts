@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
+import { registerChainCommands } from './commands-chain.js';
 import { registerDataCommands } from './commands-data.js';
 import { registerDiskCommands } from './commands-disk.js';
 import { EXIT, EXIT_CODES_HELP, reportError } from './output.js';
@@ -23,6 +24,7 @@ async function run(action: () => Promise<number>, json: boolean): Promise<void> 
 
 registerDiskCommands(program, run);
 registerDataCommands(program, run);
+registerChainCommands(program, run);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,96 @@
+import type { Command } from 'commander';
+import { openChain } from '../chain/open-chain.js';
+import { compareChains } from '../ops/compare.js';
+import { EXIT, interruptSignal, printJson, progressBar } from './output.js';
+import { formatBytes } from './sizes.js';
+
+type Run = (action: () => Promise<number>, json: boolean) => Promise<void>;
+
+export function registerChainCommands(program: Command, run: Run): void {
+  program
+    .command('chain')
+    .description('list the chain from the leaf to the base: each layer and the state of its link (read-only)')
+    .argument('<disk>')
+    .option('--json', 'print JSON')
+    .action((disk: string, opts: { json?: boolean }) =>
+      run(async () => {
+        const chain = await openChain(disk);
+        try {
+          const layers = [];
+          for (const [i, layer] of chain.layers.entries()) {
+            layers.push({
+              depth: i,
+              path: layer.path,
+              format: layer.format,
+              diskType: layer.diskType,
+              virtualSize: layer.virtualSize,
+              fileSize: await layer.fileSize(),
+              allocatedBytes: await layer.allocatedBytes(),
+              link: chain.links[i] ? { parent: chain.links[i]!.parentPath, identityMatches: chain.links[i]!.identityMatches } : null,
+            });
+          }
+          if (opts.json) printJson({ layers });
+          else {
+            for (const l of layers) {
+              process.stdout.write(`${'  '.repeat(l.depth)}${l.depth === 0 ? '' : '└ '}${l.path}  ${l.format.toUpperCase()} ${l.diskType}, ${formatBytes(l.allocatedBytes)} allocated\n`);
+            }
+          }
+        } finally {
+          await chain.close();
+        }
+        return EXIT.ok;
+      }, opts.json ?? false),
+    );
+
+  program
+    .command('map')
+    .description('which layer serves each range of the disk: data, zero or absent (read-only)')
+    .argument('<disk>')
+    .option('--json', 'print JSON')
+    .action((disk: string, opts: { json?: boolean }) =>
+      run(async () => {
+        const chain = await openChain(disk);
+        try {
+          const extents = [];
+          const step = 1024 * 1024 * 1024;
+          for (let offset = 0; offset < chain.virtualSize; offset += step) {
+            for (const e of await chain.map(offset, Math.min(step, chain.virtualSize - offset))) {
+              const last = extents[extents.length - 1];
+              if (last && last.state === e.state && last.layer === e.layer && last.offset + last.length === e.offset) last.length += e.length;
+              else extents.push({ ...e });
+            }
+          }
+          const withPaths = extents.map((e) => ({ ...e, file: e.layer !== undefined ? chain.layers[e.layer]!.path : null }));
+          if (opts.json) printJson({ extents: withPaths });
+          else for (const e of withPaths) process.stdout.write(`${String(e.offset).padStart(16)} ${String(e.length).padStart(16)}  ${e.state.padEnd(6)} ${e.file ?? ''}\n`);
+        } finally {
+          await chain.close();
+        }
+        return EXIT.ok;
+      }, opts.json ?? false),
+    );
+
+  program
+    .command('compare')
+    .description('do two disks (read through their chains) hold the same content? exit 0 if so, 1 if not')
+    .argument('<a>')
+    .argument('<b>')
+    .option('--json', 'print JSON')
+    .action((a: string, b: string, opts: { json?: boolean }) =>
+      run(async () => {
+        const [ca, cb] = [await openChain(a), await openChain(b)];
+        const bar = progressBar('compare');
+        try {
+          const result = await compareChains(ca, cb, { signal: interruptSignal(), onProgress: bar.onProgress });
+          bar.stop();
+          if (opts.json) printJson({ a, b, ...result });
+          else process.stdout.write(result.identical ? 'identical\n' : `differ: first difference at byte ${result.firstDifference}${result.sizeA !== result.sizeB ? ` (sizes ${result.sizeA} and ${result.sizeB})` : ''}\n`);
+          return result.identical ? EXIT.ok : EXIT.findings;
+        } finally {
+          bar.stop();
+          await ca.close();
+          await cb.close();
+        }
+      }, opts.json ?? false),
+    );
+}
