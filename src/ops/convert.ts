@@ -6,6 +6,7 @@ import type { LongOperationOptions } from './progress.js';
 
 /** Bytes read and written at a time: bounded memory whatever the disk size. */
 export const COPY_CHUNK = 8 * 1024 * 1024;
+const READ_AHEAD = 3;
 
 export interface CopyResult {
   bytesWritten: number;
@@ -22,8 +23,8 @@ export async function copyChainInto(chain: DiskChain, target: VirtualDisk, optio
   const chunkSize = Math.min(COPY_CHUNK, Math.max(target.blockSize, 1024 * 1024));
   let bytesWritten = 0;
   let bytesSkipped = 0;
-  // Two buffers: the next chunk is read while the previous one is written.
-  const buffers = [new Uint8Array(chunkSize), new Uint8Array(chunkSize)];
+  // Reads run ahead of the (in-order) writes: READ_AHEAD chunks in flight, one buffer each.
+  const buffers = Array.from({ length: READ_AHEAD + 1 }, () => new Uint8Array(chunkSize));
   const fetch = async (offset: number, buf: Uint8Array): Promise<Uint8Array | undefined> => {
     const n = Math.min(chunkSize, size - offset);
     const extents = await chain.map(offset, n);
@@ -32,23 +33,26 @@ export async function copyChainInto(chain: DiskChain, target: VirtualDisk, optio
     await chain.read(part, offset);
     return isAllZero(part) ? undefined : part;
   };
-  let pending = size > 0 ? fetch(0, buffers[0]!) : undefined;
-  for (let offset = 0, i = 0; offset < size; offset += chunkSize, i++) {
-    throwIfAborted(options.signal);
-    const part = await pending!;
-    const next = offset + chunkSize;
-    pending = next < size ? fetch(next, buffers[(i + 1) % 2]!) : undefined;
-    const n = Math.min(chunkSize, size - offset);
-    try {
+  const chunks = Math.ceil(size / chunkSize);
+  const pending: Promise<Uint8Array | undefined>[] = [];
+  for (let i = 0; i < Math.min(READ_AHEAD, chunks); i++) pending.push(fetch(i * chunkSize, buffers[i]!));
+  try {
+    for (let i = 0; i < chunks; i++) {
+      throwIfAborted(options.signal);
+      const part = await pending.shift()!;
+      const ahead = i + READ_AHEAD;
+      if (ahead < chunks) pending.push(fetch(ahead * chunkSize, buffers[ahead % buffers.length]!));
+      const offset = i * chunkSize;
+      const n = Math.min(chunkSize, size - offset);
       if (part) {
         await target.write(part, offset);
         bytesWritten += n;
       } else bytesSkipped += n;
-    } catch (e) {
-      await pending?.catch(() => undefined);
-      throw e;
+      options.onProgress?.(offset + n, size);
     }
-    options.onProgress?.(offset + n, size);
+  } catch (e) {
+    await Promise.allSettled(pending);
+    throw e;
   }
   await target.flush();
   return { bytesWritten, bytesSkipped };
