@@ -31,9 +31,8 @@ export interface BatEntry {
 
 /** §2.5 A BAT entry is 64 bits: State (bits 0-2), reserved (3-19), FileOffsetMB (20-63). */
 export function decodeBatEntry(buf: Uint8Array, at: number): BatEntry {
-  const dv = view(buf);
-  const low = dv.getUint32(at, true);
-  const high = dv.getUint32(at + 4, true);
+  const low = (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16) | (buf[at + 3]! << 24)) >>> 0;
+  const high = (buf[at + 4]! | (buf[at + 5]! << 8) | (buf[at + 6]! << 16) | (buf[at + 7]! << 24)) >>> 0;
   const offsetMb = high * 4096 + (low >>> 20);
   return { state: low & 7, fileOffset: offsetMb * MIB };
 }

@@ -88,12 +88,10 @@ async function checkBat(source: ByteSource, layout: VhdxLayout, logOffset: numbe
   const { batLayout, bat } = layout;
   const hasParent = layout.fileParameters.hasParent;
   const fileSize = await source.size();
-  const fileEnd = Math.ceil(fileSize / MIB) * MIB;
   const reserved: [number, number, string][] = [[0, MIB, 'the header section'], [logOffset, logOffset + logLength, 'the log'], ...layout.regions.map((r): [number, number, string] => [r.fileOffset, r.fileOffset + r.length, `region ${r.guid}`])];
   const used: [number, number, number][] = []; // start, end, BAT entry offset
   const entries = hasParent ? batLayout.totalEntries : batLayout.payloadIndex(batLayout.payloadBlocks - 1) + 1;
   const chunkBytes = MIB;
-  let partialWithoutBitmap = 0;
   const bitmapPresent = new Set<number>();
   const partialChunks = new Map<number, number>();
   for (let start = 0; start < entries * 8; start += chunkBytes) {
@@ -123,11 +121,14 @@ async function checkBat(source: ByteSource, layout: VhdxLayout, logOffset: numbe
         if (!(e.state in PAYLOAD_STATE_NAMES)) add('error', 'BAT_STATE_INVALID', `block ${block} has reserved state ${e.state}`, at);
         else if (e.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT && !hasParent) add('error', 'PARTIAL_IN_NON_DIFFERENCING', `block ${block} is PARTIALLY_PRESENT in a disk without a parent`, at);
         if (e.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) partialChunks.set(Math.floor(block / batLayout.chunkRatio), at);
-        if (e.state === PAYLOAD_BLOCK_FULLY_PRESENT || e.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) length = layout.fileParameters.blockSize;
+        // The last block may be cut where the virtual disk ends.
+        if (e.state === PAYLOAD_BLOCK_FULLY_PRESENT || e.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
+          length = Math.min(layout.fileParameters.blockSize, layout.virtualSize - block * layout.fileParameters.blockSize);
+        }
         if ((e.state === PAYLOAD_BLOCK_ZERO || e.state === PAYLOAD_BLOCK_NOT_PRESENT) && e.fileOffset !== 0) add('info', 'BAT_STALE_OFFSET', `block ${block} (${PAYLOAD_STATE_NAMES[e.state]}) keeps a file offset`, at);
       }
       if (length === 0) continue;
-      if (e.fileOffset + length > fileEnd) add('error', 'BLOCK_PAST_EOF', `BAT entry ${index} points at ${e.fileOffset}, past the end of the file (${fileSize})`, at);
+      if (e.fileOffset + length > fileSize) add('error', 'BLOCK_PAST_EOF', `BAT entry ${index} points at ${e.fileOffset}, past the end of the file (${fileSize})`, at);
       for (const [s, end, what] of reserved) {
         if (e.fileOffset < end && e.fileOffset + length > s) add('error', 'BLOCK_OVERLAPS_METADATA', `BAT entry ${index} at ${e.fileOffset} overlaps ${what}`, at);
       }
@@ -135,7 +136,7 @@ async function checkBat(source: ByteSource, layout: VhdxLayout, logOffset: numbe
     }
   }
   for (const [chunk, at] of partialChunks) {
-    if (!bitmapPresent.has(chunk)) partialWithoutBitmap++, add('error', 'PARTIAL_WITHOUT_BITMAP', `chunk ${chunk} has PARTIALLY_PRESENT blocks but no sector bitmap`, at);
+    if (!bitmapPresent.has(chunk)) add('error', 'PARTIAL_WITHOUT_BITMAP', `chunk ${chunk} has PARTIALLY_PRESENT blocks but no sector bitmap`, at);
   }
   used.sort((a, b) => a[0] - b[0]);
   for (let i = 1; i < used.length; i++) {

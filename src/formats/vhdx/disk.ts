@@ -39,6 +39,8 @@ export class VhdxDisk implements VirtualDisk {
   private readonly headers: HeaderWriter;
   /** Where the next allocation goes (§2.1: 1 MiB aligned, appended). */
   private allocationCursor: number;
+  /** The file's length: blocks must end inside it. */
+  private fileEnd: number;
   private durableFileSize: number;
   private sessionStarted = false;
   private dataWriteGuidChanged = false;
@@ -56,6 +58,7 @@ export class VhdxDisk implements VirtualDisk {
     this.cache = new PageCache(source);
     this.headers = new HeaderWriter(source, layout.current);
     this.allocationCursor = alignUp(fileSize, MIB);
+    this.fileEnd = fileSize;
     this.durableFileSize = fileSize;
     this.parent = layout.parentLocator ? vhdxParentReference(layout.parentLocator, source.name) : undefined;
   }
@@ -119,7 +122,13 @@ export class VhdxDisk implements VirtualDisk {
   }
 
   async map(offset: number, length: number): Promise<Extent[]> {
-    return (await this.segments(offset, length)).map(({ offset: o, length: l, state }) => ({ offset: o, length: l, state }));
+    const out: Extent[] = [];
+    for (const { offset: o, length: l, state } of await this.segments(offset, length)) {
+      const last = out[out.length - 1];
+      if (last && last.state === state && last.offset + last.length === o) last.length += l;
+      else out.push({ offset: o, length: l, state });
+    }
+    return out;
   }
 
   async read(target: Uint8Array, offset: number): Promise<void> {
@@ -274,6 +283,7 @@ export class VhdxDisk implements VirtualDisk {
     const at = this.allocationCursor;
     this.allocationCursor += alignUp(bytes, MIB);
     await this.source.truncate(this.allocationCursor);
+    this.fileEnd = this.allocationCursor;
     return at;
   }
 
@@ -334,7 +344,9 @@ export class VhdxDisk implements VirtualDisk {
       throw corrupt(`block ${block} is PARTIALLY_PRESENT in a disk without a parent`, this.path, at);
     }
     if (entry.state === PAYLOAD_BLOCK_FULLY_PRESENT || entry.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
-      this.checkBlockPlacement(entry.fileOffset, this.blockSize, `block ${block}`, at);
+      // The last block may be cut where the virtual disk ends.
+      const used = Math.min(this.blockSize, this.virtualSize - block * this.blockSize);
+      this.checkBlockPlacement(entry.fileOffset, used, `block ${block}`, at);
     }
     return entry;
   }
@@ -387,8 +399,8 @@ export class VhdxDisk implements VirtualDisk {
 
   /** A block must lie after the header section, inside the file, and clear of the log and regions. */
   private checkBlockPlacement(fileOffset: number, length: number, what: string, at: number): void {
-    if (fileOffset < MIB || fileOffset + length > this.allocationCursor) {
-      throw corrupt(`${what} at file offset ${fileOffset} lies outside the file's data area (file ends at ${this.allocationCursor})`, this.path, at);
+    if (fileOffset < MIB || fileOffset + length > this.fileEnd) {
+      throw corrupt(`${what} at file offset ${fileOffset} lies outside the file's data area (file ends at ${this.fileEnd})`, this.path, at);
     }
     const { logOffset, logLength } = this.headers.header;
     const spans: [number, number][] = [[logOffset, logOffset + logLength], ...this.layout.regions.map((r): [number, number] => [r.fileOffset, r.fileOffset + r.length])];
