@@ -7,14 +7,16 @@
  */
 import { writeSync } from 'node:fs';
 import { FileSource } from '../../src/io/file-source.js';
-import { vhdxDriver } from '../../src/formats/vhdx/driver.js';
+import { detectFormat } from '../../src/formats/registry.js';
 import { crashStream, opData } from './vhdx-crash-stream.js';
 
 async function main(): Promise<void> {
   const [path, seed, virtualSize, logicalSectorSize, blockSize, count] = process.argv.slice(2);
   if (!path || !seed || !virtualSize || !logicalSectorSize || !blockSize || !count) throw new Error('usage: vhdx-crash-writer <path> <seed> <virtualSize> <lss> <blockSize> <count>');
   const ops = crashStream(Number(seed), { virtualSize: Number(virtualSize), logicalSectorSize: Number(logicalSectorSize), blockSize: Number(blockSize) }, Number(count));
-  const disk = await vhdxDriver.open(await FileSource.open(path, { writable: true }), { writable: true });
+  // The format is found by content: the same writer drives VHDX and VHD files.
+  const source = await FileSource.open(path, { writable: true });
+  const disk = await (await detectFormat(source)).open(source, { writable: true });
   writeSync(1, 'ready\n');
   let writes = 0;
   for (const op of ops) {
