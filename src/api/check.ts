@@ -2,7 +2,8 @@ import { FileSource } from '../io/file-source.js';
 import { isDiskchainError } from '../io/errors.js';
 import { detectFormat } from '../formats/registry.js';
 import type { Finding } from '../formats/types.js';
-import { inspect } from './info.js';
+import { openDisk } from '../chain/open-chain.js';
+import { parentInfo } from './info.js';
 
 export interface CheckReport {
   path: string;
@@ -29,7 +30,8 @@ export async function checkDisk(path: string): Promise<CheckReport> {
   }
   if (format && !findings.some((f) => f.severity === 'error')) {
     try {
-      const parent = (await inspect(path)).parent;
+      const disk = await openDisk(path);
+      const parent = await parentInfo(disk).finally(() => disk.close());
       if (parent && parent.found === null) {
         findings.push({ severity: 'warning', code: 'PARENT_NOT_FOUND', message: `parent not found (tried ${parent.attempts.map((a) => a.tried).join(', ')})`, file: path });
       } else if (parent && parent.identityMatches === false) {

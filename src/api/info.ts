@@ -51,7 +51,8 @@ export async function inspect(path: string, options: { format?: 'raw' } = {}): P
   }
 }
 
-async function parentInfo(disk: VirtualDisk): Promise<ParentInfo | null> {
+/** Where a disk's parent is and whether it carries the identity the disk recorded (null: no parent). */
+export async function parentInfo(disk: VirtualDisk): Promise<ParentInfo | null> {
   const ref = disk.parent;
   if (!ref) return null;
   const base = { locators: ref.locators, expected: ref.expected };

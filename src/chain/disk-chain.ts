@@ -42,13 +42,19 @@ export class DiskChain {
     return out;
   }
 
+  /** The map of the whole disk, walked a gigabyte at a time. */
+  async mapAll(): Promise<ChainExtent[]> {
+    const out: ChainExtent[] = [];
+    const step = 1024 * 1024 * 1024;
+    for (let offset = 0; offset < this.virtualSize; offset += step) {
+      await this.mapLayer(0, offset, Math.min(step, this.virtualSize - offset), out);
+    }
+    return out;
+  }
+
   private async mapLayer(i: number, offset: number, length: number, out: ChainExtent[]): Promise<void> {
     const layer = this.layers[i];
-    const push = (e: ChainExtent): void => {
-      const last = out[out.length - 1];
-      if (last && last.state === e.state && last.layer === e.layer && last.offset + last.length === e.offset) last.length += e.length;
-      else out.push(e);
-    };
+    const push = (e: ChainExtent): void => appendExtent(out, e);
     if (!layer) return push({ offset, length, state: 'absent' });
     // A parent smaller than its child (a child grown after it was made) reads as zeros past its end.
     const within = Math.max(0, Math.min(length, layer.virtualSize - offset));
@@ -118,4 +124,11 @@ export class DiskChain {
       throw new DiskchainError('OUT_OF_RANGE', `range ${offset}+${length} is outside the virtual disk (${this.virtualSize} bytes)`, { file: this.leaf.path, offset });
     }
   }
+}
+
+/** Appends an extent, merging it into the last one when they continue each other. */
+function appendExtent(out: ChainExtent[], e: ChainExtent): void {
+  const last = out[out.length - 1];
+  if (last && last.state === e.state && last.layer === e.layer && last.offset + last.length === e.offset) last.length += e.length;
+  else out.push(e);
 }

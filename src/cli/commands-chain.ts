@@ -51,16 +51,7 @@ export function registerChainCommands(program: Command, run: Run): void {
       run(async () => {
         const chain = await openChain(disk);
         try {
-          const extents = [];
-          const step = 1024 * 1024 * 1024;
-          for (let offset = 0; offset < chain.virtualSize; offset += step) {
-            for (const e of await chain.map(offset, Math.min(step, chain.virtualSize - offset))) {
-              const last = extents[extents.length - 1];
-              if (last && last.state === e.state && last.layer === e.layer && last.offset + last.length === e.offset) last.length += e.length;
-              else extents.push({ ...e });
-            }
-          }
-          const withPaths = extents.map((e) => ({ ...e, file: e.layer !== undefined ? chain.layers[e.layer]!.path : null }));
+          const withPaths = (await chain.mapAll()).map((e) => ({ ...e, file: e.layer !== undefined ? chain.layers[e.layer]!.path : null }));
           if (opts.json) printJson({ extents: withPaths });
           else for (const e of withPaths) process.stdout.write(`${String(e.offset).padStart(16)} ${String(e.length).padStart(16)}  ${e.state.padEnd(6)} ${e.file ?? ''}\n`);
         } finally {

@@ -88,19 +88,22 @@ export function registerDataCommands(program: Command, run: Run): void {
         let written = 0;
         try {
           const input = opts.input === '-' ? process.stdin : createReadStream(opts.input);
-          let pending = Buffer.alloc(0);
-          const writeOut = async (bytes: Buffer): Promise<void> => {
+          // Pieces are gathered and joined once per chunk.
+          let pieces: Buffer[] = [];
+          let pendingBytes = 0;
+          const writeOut = async (): Promise<void> => {
+            const bytes = Buffer.concat(pieces, pendingBytes);
+            pieces = [];
+            pendingBytes = 0;
             await chain.write(bytes, offset + written);
             written += bytes.length;
           };
           for await (const piece of input as AsyncIterable<Buffer>) {
-            pending = Buffer.concat([pending, piece]);
-            if (pending.length >= CHUNK) {
-              await writeOut(pending);
-              pending = Buffer.alloc(0);
-            }
+            pieces.push(piece);
+            pendingBytes += piece.length;
+            if (pendingBytes >= CHUNK) await writeOut();
           }
-          if (pending.length > 0) await writeOut(pending);
+          if (pendingBytes > 0) await writeOut();
           await chain.flush();
         } finally {
           await chain.close();
