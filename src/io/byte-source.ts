@@ -11,6 +11,8 @@ export interface ByteSource {
   /** Reads what exists; returns the count (may be short at end of file). */
   readAvailable(target: Uint8Array, offset: number): Promise<number>;
   write(data: Uint8Array, offset: number): Promise<void>;
+  /** Optional gathered write: `parts` laid end to end from `offset`, in one call where the store allows. */
+  writeParts?(parts: readonly Uint8Array[], offset: number): Promise<void>;
   /** Sets the file length (growing leaves a hole that reads as zeros). */
   truncate(length: number): Promise<void>;
   /** Makes every completed write durable. */
@@ -24,5 +26,16 @@ export async function writeZeros(source: ByteSource, offset: number, length: num
   for (let done = 0; done < length; done += chunk.length) {
     const n = Math.min(chunk.length, length - done);
     await source.write(chunk.subarray(0, n), offset + done);
+  }
+}
+
+/** Writes `parts` end to end from `offset`: one gathered write when the source offers it. */
+export async function writeParts(source: ByteSource, parts: readonly Uint8Array[], offset: number): Promise<void> {
+  if (parts.length === 1) return source.write(parts[0]!, offset);
+  if (source.writeParts) return source.writeParts(parts, offset);
+  let at = offset;
+  for (const p of parts) {
+    await source.write(p, at);
+    at += p.length;
   }
 }

@@ -67,6 +67,25 @@ export class FileSource implements ByteSource {
     }
   }
 
+  async writeParts(parts: readonly Uint8Array[], offset: number): Promise<void> {
+    this.assertWritable();
+    const total = parts.reduce((n, p) => n + p.length, 0);
+    let done = 0;
+    try {
+      done = (await this.fh.writev(parts as Uint8Array[], offset)).bytesWritten;
+    } catch (e) {
+      throw ioError(e, 'write failed', this.name, offset);
+    }
+    // A short gathered write: finish the rest piece by piece.
+    for (let at = 0, i = 0; done < total && i < parts.length; at += parts[i]!.length, i++) {
+      const p = parts[i]!;
+      if (at + p.length <= done) continue;
+      const skip = Math.max(0, done - at);
+      await this.write(p.subarray(skip), offset + at + skip);
+      done = at + p.length;
+    }
+  }
+
   async truncate(length: number): Promise<void> {
     this.assertWritable();
     try {

@@ -1,4 +1,4 @@
-import type { ByteSource } from '../../io/byte-source.js';
+import { writeParts, type ByteSource } from '../../io/byte-source.js';
 import { DiskchainError } from '../../io/errors.js';
 import type { DiskType, Extent, ExtentState, LinkIdentity, ParentReference, VirtualDisk } from '../types.js';
 import { encodeBatRange, UNALLOCATED } from './bat.js';
@@ -191,7 +191,7 @@ export class VhdDisk implements VirtualDisk {
     });
 
     if (freshBlocks.length > 0) {
-      for (const w of coalesce(fresh)) await this.source.write(w.data, w.offset);
+      for (const w of coalesce(fresh)) await writeParts(this.source, w.parts, w.offset);
       await this.source.flush();
       const newEnd = this.nextFree + freshBlocks.length * span;
       await this.source.write(this.layout.footerBytes, newEnd);
@@ -283,25 +283,19 @@ export class VhdDisk implements VirtualDisk {
   }
 }
 
-/** Joins writes that touch end to end into single buffers (up to MAX_COALESCED_WRITE). */
-function coalesce(writes: PendingWrite[]): PendingWrite[] {
-  const out: PendingWrite[] = [];
-  let group: PendingWrite[] = [];
+/** Groups writes that touch end to end (up to MAX_COALESCED_WRITE each), for one gathered write per group. */
+function coalesce(writes: PendingWrite[]): Array<{ offset: number; parts: Uint8Array[] }> {
+  const out: Array<{ offset: number; parts: Uint8Array[] }> = [];
   let groupEnd = -1;
   let groupLen = 0;
-  const close = (): void => {
-    if (group.length === 0) return;
-    if (group.length === 1) out.push(group[0]!);
-    else out.push({ offset: group[0]!.offset, data: Buffer.concat(group.map((w) => w.data)) });
-    group = [];
-    groupLen = 0;
-  };
   for (const w of writes) {
-    if (w.offset !== groupEnd || groupLen + w.data.length > MAX_COALESCED_WRITE) close();
-    group.push(w);
+    const last = out[out.length - 1];
+    if (!last || w.offset !== groupEnd || groupLen + w.data.length > MAX_COALESCED_WRITE) {
+      out.push({ offset: w.offset, parts: [w.data] });
+      groupLen = 0;
+    } else last.parts.push(w.data);
     groupLen += w.data.length;
     groupEnd = w.offset + w.data.length;
   }
-  close();
   return out;
 }
