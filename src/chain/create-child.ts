@@ -1,9 +1,9 @@
-import { basename, dirname, relative, resolve } from 'node:path';
 import { FileSource } from '../io/file-source.js';
 import { driverFor } from '../formats/registry.js';
 import type { FormatName, ParentSpec, VirtualDisk } from '../formats/types.js';
 import { DiskchainError } from '../io/errors.js';
-import { openDisk } from './open-chain.js';
+import { parentPaths } from './link-paths.js';
+import { openDisk } from './open-disk.js';
 
 export interface CreateChildOptions {
   /** Payload block size of the child (format default otherwise). */
@@ -21,15 +21,12 @@ export async function createChild(childPath: string, parentPath: string, options
   try {
     if (parent.format === 'raw') throw new DiskchainError('UNSUPPORTED', 'a raw image cannot be a parent', { file: parentPath });
     format = parent.format;
-    const rel = relative(dirname(resolve(childPath)), resolve(parentPath));
     spec = {
       identity: parent.identity(),
       virtualSize: parent.virtualSize,
       logicalSectorSize: parent.logicalSectorSize,
       physicalSectorSize: parent.physicalSectorSize,
-      relativePath: rel.startsWith('..') ? rel.replace(/\//g, '\\') : `.\\${rel.replace(/\//g, '\\')}`,
-      absolutePath: resolve(parentPath),
-      parentFileName: basename(parentPath),
+      ...parentPaths(childPath, parentPath),
       ...diskIdOf(parent),
     };
   } finally {

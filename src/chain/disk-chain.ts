@@ -6,6 +6,8 @@ export interface ChainLink {
   parentPath: string;
   attempts: LocateAttempt[];
   identityMatches: boolean;
+  /** How the parent was found: by a stored path, or by identity in a search folder (the paths are stale). */
+  foundBy: 'path' | 'identity';
 }
 
 /** A range of the composed disk: where its bytes come from. `layer` is 0 for the leaf. */

@@ -3,12 +3,14 @@ import { Command, CommanderError } from 'commander';
 import { registerChainCommands } from './commands-chain.js';
 import { registerDataCommands } from './commands-data.js';
 import { registerDiskCommands } from './commands-disk.js';
+import { registerMergeCommands } from './commands-merge.js';
+import { registerScanCommands } from './commands-scan.js';
 import { EXIT, EXIT_CODES_HELP, reportError } from './output.js';
 
 const program = new Command();
 program
   .name('diskchain')
-  .description('Inspect, check, convert, read and write VHDX/VHD disks and their differencing chains (Hyper-V checkpoints) on Linux.\nCommands that only read open files read-only.')
+  .description('Inspect, check, convert, merge, reparent, scan and recover VHDX/VHD disks and their differencing chains (Hyper-V checkpoints) on Linux.\nCommands that only read open files read-only.')
   .version('0.1.0')
   .addHelpText('after', EXIT_CODES_HELP)
   .exitOverride()
@@ -25,6 +27,8 @@ async function run(action: () => Promise<number>, json: boolean): Promise<void> 
 registerDiskCommands(program, run);
 registerDataCommands(program, run);
 registerChainCommands(program, run);
+registerMergeCommands(program, run);
+registerScanCommands(program, run);
 
 try {
   await program.parseAsync(process.argv);

@@ -19,7 +19,9 @@ Exit codes:
   1    check found errors or warnings
   2    usage error (bad option or argument)
   3    the input is corrupt, truncated, unsupported or not a disk image
-  4    the chain is broken: parent not found, identity mismatch, cycle, too deep
+  4    the chain is broken, or the operation would break it: parent not found, identity
+       mismatch, cycle, too deep, path outside the allowed folders, another disk depends on
+       a file the operation changes, a merge journal that no longer fits the chain
   5    I/O error or no space left
   130  cancelled (Ctrl-C)`;
 
@@ -34,6 +36,8 @@ function exitCodeFor(code: ErrorCode): number {
     case 'CHAIN_CYCLE':
     case 'CHAIN_TOO_DEEP':
     case 'PATH_NOT_ALLOWED':
+    case 'HAS_DEPENDENTS':
+    case 'JOURNAL_MISMATCH':
       return EXIT.chain;
     case 'IO':
     case 'NO_SPACE':

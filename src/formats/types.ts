@@ -69,6 +69,23 @@ export interface VirtualDisk {
   fileSize(): Promise<number>;
   /** Format-specific facts for `info`, as plain JSON. */
   details(): Record<string, unknown>;
+  /**
+   * Differencing disks only: rewrites what the disk records about its parent (locator paths and the
+   * identity it expects), crash-safe (VHDX through the log, §2.3). Used by reparent, merge and rebase.
+   */
+  setParent?(link: ParentLinkUpdate): Promise<void>;
+}
+
+/** What `setParent` writes: the new parent's identity and where to find it. */
+export interface ParentLinkUpdate {
+  identity: LinkIdentity;
+  /** Path of the parent relative to the child's folder, with backslashes. */
+  relativePath: string;
+  /** Absolute path of the parent. */
+  absolutePath: string;
+  parentFileName?: string;
+  /** VHDX parent_linkage2: a second DataWriteGuid the parent may carry (set while a merge writes into it). */
+  alternateDataWriteGuid?: string;
 }
 
 export type Severity = 'error' | 'warning' | 'info';
@@ -108,6 +125,11 @@ export interface CreateOptions {
 export interface OpenOptions {
   /** Open for writing (replays a dirty log into the file). Default: read-only. */
   writable?: boolean;
+  /**
+   * VHDX: the DataWriteGuid the first write of this session sets (§2.2.2), instead of a random one,
+   * so a merge can record it in the child (parent_linkage2) before writing. Ignored by other formats.
+   */
+  dataWriteGuid?: string;
 }
 
 export interface FormatDriver {

@@ -13,6 +13,8 @@ export type ErrorCode =
   | 'CHAIN_TOO_DEEP'
   | 'PATH_NOT_ALLOWED' // a parent path escapes the allowed folders
   | 'NO_SPACE' // the target file system is full or would be
+  | 'HAS_DEPENDENTS' // another disk depends on a file an operation would change or remove
+  | 'JOURNAL_MISMATCH' // an operation journal describes a chain that has changed since
   | 'ABORTED'
   | 'IO'; // the operating system refused an operation
 

@@ -1,10 +1,11 @@
 import { writeParts, type ByteSource } from '../../io/byte-source.js';
 import { DiskchainError } from '../../io/errors.js';
-import type { DiskType, Extent, ExtentState, LinkIdentity, ParentReference, VirtualDisk } from '../types.js';
+import type { DiskType, Extent, ExtentState, LinkIdentity, ParentLinkUpdate, ParentReference, VirtualDisk } from '../types.js';
 import { encodeBatRange, UNALLOCATED } from './bat.js';
-import { DEFAULT_BLOCK_SIZE, SECTOR } from './constants.js';
+import { DEFAULT_BLOCK_SIZE, DYNAMIC_HEADER_SIZE, SECTOR } from './constants.js';
 import { vhdDetails } from './details.js';
-import type { VhdLayout } from './layout.js';
+import { parseVhd, type VhdLayout } from './layout.js';
+import { planParentLink } from './parent-link.js';
 import { allBitsSet, bitRuns, setBits } from './sector-bitmap.js';
 
 const BITMAP_CACHE_LIMIT = 8192;
@@ -25,7 +26,6 @@ export class VhdDisk implements VirtualDisk {
   readonly virtualSize: number;
   readonly blockSize: number;
   readonly readOnly: boolean;
-  readonly parent: ParentReference | undefined;
   private readonly bitmaps = new Map<number, Uint8Array>();
   /** Where the next block goes: the offset of the end footer. */
   private nextFree: number;
@@ -34,14 +34,13 @@ export class VhdDisk implements VirtualDisk {
 
   private constructor(
     private readonly source: ByteSource,
-    private readonly layout: VhdLayout,
+    private layout: VhdLayout,
     writable: boolean,
   ) {
     this.diskType = layout.diskType;
     this.virtualSize = layout.virtualSize;
     this.blockSize = layout.diskType === 'fixed' ? DEFAULT_BLOCK_SIZE : layout.blockSize;
     this.readOnly = !writable;
-    this.parent = layout.parent;
     this.nextFree = layout.footerOffset;
   }
 
@@ -59,6 +58,10 @@ export class VhdDisk implements VirtualDisk {
 
   get path(): string {
     return this.source.name;
+  }
+
+  get parent(): ParentReference | undefined {
+    return this.layout.parent;
   }
 
   identity(): LinkIdentity {
@@ -130,6 +133,36 @@ export class VhdDisk implements VirtualDisk {
     this.closed = true;
     if (!this.readOnly) await this.flush();
     await this.source.close();
+  }
+
+  /**
+   * Rewrites the parent fields and W2ku/W2ru locators (spec §Dynamic Disk Header Format). The VHD has no
+   * log, so the order alone keeps a crash harmless: (1) when the new locator data goes past the end, the
+   * footer is first written at the new end and flushed (the file always ends with a valid footer); (2)
+   * the data is written into space nothing references yet, flushed; (3) the header is rewritten in one
+   * 1024-byte write with its checksum, flushed. Until (3) lands the old header and its old data are
+   * untouched; after it, everything it names is durable. A kill does not tear (3) when the header lies
+   * in one 4 KiB page (at 512, where every writer we know puts it); a power cut could, like any sector
+   * write, and the checksum then refuses the header rather than misread it.
+   */
+  async setParent(link: ParentLinkUpdate): Promise<void> {
+    if (this.readOnly) throw new DiskchainError('READ_ONLY', 'the disk is open read-only', { file: this.path });
+    if (this.diskType !== 'differencing') throw new DiskchainError('UNSUPPORTED', `a ${this.diskType} disk has no parent to rewrite`, { file: this.path });
+    await this.exclusive(async () => {
+      const current = new Uint8Array(DYNAMIC_HEADER_SIZE);
+      await this.source.read(current, this.layout.headerOffset);
+      const plan = planParentLink(this.layout, current, link);
+      if (plan.footerAt !== undefined) {
+        await this.source.write(this.layout.footerBytes, plan.footerAt);
+        await this.source.flush();
+      }
+      for (const [at, bytes] of plan.data) await this.source.write(bytes, at);
+      await this.source.flush();
+      await this.source.write(plan.header, this.layout.headerOffset);
+      await this.source.flush();
+      this.layout = await parseVhd(this.source);
+      this.nextFree = this.layout.footerOffset;
+    });
   }
 
   async allocatedBytes(): Promise<number> {

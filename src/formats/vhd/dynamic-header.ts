@@ -86,6 +86,31 @@ export function encodeDynamicHeader(h: DynamicHeaderFields): Uint8Array {
   return buf;
 }
 
+export interface ParentFields {
+  parentUniqueId: string;
+  parentTimeStamp: number;
+  parentUnicodeName: string;
+  parentLocators: LocatorEntry[];
+}
+
+/**
+ * A copy of an encoded header with the parent fields (Parent Unique ID, Parent Time Stamp, Parent
+ * Unicode Name, the eight Parent Locator Entries) replaced and the checksum recomputed; every other
+ * byte is kept as it was.
+ */
+export function withParentFields(header: Uint8Array, f: ParentFields): Uint8Array {
+  const buf = new Uint8Array(header.subarray(0, DYNAMIC_HEADER_SIZE));
+  const v = view(buf);
+  buf.set(uniqueIdToBytes(f.parentUniqueId), 40);
+  v.setUint32(56, f.parentTimeStamp >>> 0);
+  buf.fill(0, PARENT_NAME_OFFSET, PARENT_NAME_OFFSET + PARENT_NAME_BYTES);
+  buf.set(encodeUtf16be(f.parentUnicodeName, PARENT_NAME_BYTES), PARENT_NAME_OFFSET);
+  buf.fill(0, LOCATORS_OFFSET, LOCATORS_OFFSET + LOCATOR_ENTRY_COUNT * LOCATOR_ENTRY_SIZE);
+  f.parentLocators.slice(0, LOCATOR_ENTRY_COUNT).forEach((e, i) => buf.set(encodeLocatorEntry(e), LOCATORS_OFFSET + i * LOCATOR_ENTRY_SIZE));
+  v.setUint32(HEADER_CHECKSUM_OFFSET, vhdChecksum(buf, HEADER_CHECKSUM_OFFSET));
+  return buf;
+}
+
 /** UTF-16BE text up to the first NUL (spec: Parent Unicode Name). */
 function utf16beAt(buf: Uint8Array, offset: number, length: number): string {
   let out = '';

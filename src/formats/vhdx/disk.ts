@@ -2,7 +2,7 @@ import type { ByteSource } from '../../io/byte-source.js';
 import { alignUp } from '../../io/binary.js';
 import { corrupt, DiskchainError } from '../../io/errors.js';
 import { NULL_GUID, randomGuid } from '../../io/guid.js';
-import type { Extent, ExtentState, LinkIdentity, ParentReference, VirtualDisk } from '../types.js';
+import type { Extent, ExtentState, LinkIdentity, ParentLinkUpdate, ParentReference, VirtualDisk } from '../types.js';
 import {
   decodeBatEntry,
   encodeBatEntry,
@@ -21,6 +21,8 @@ import { LogWriter } from './log-writer.js';
 import { MIB } from './metadata-items.js';
 import { PAGE_SIZE, PageCache } from './page-cache.js';
 import { vhdxDetails, vhdxParentReference } from './describe.js';
+import { planLocatorRewrite, rewriteLocator } from './parent-link.js';
+import { encodeParentLocator } from './parent-locator.js';
 import { runLength, setBits } from './sector-bitmap.js';
 
 /** A piece of the virtual disk as this layer stores it; data pieces say where in the file. */
@@ -31,17 +33,21 @@ export interface Segment extends Extent {
 /** Flush dirty metadata through the log once this many pages are waiting. */
 const MAX_DIRTY_PAGES = 1024;
 
+export interface VhdxSessionOptions {
+  /** The DataWriteGuid the first data change of this session sets (normalized), instead of a random one. */
+  dataWriteGuid?: string;
+}
+
 /** An opened VHDX file (one layer). */
 export class VhdxDisk implements VirtualDisk {
   readonly format = 'vhdx' as const;
-  readonly parent: ParentReference | undefined;
+  private parentReference: ParentReference | undefined;
   private readonly cache: PageCache;
   private readonly headers: HeaderWriter;
   /** Where the next allocation goes (§2.1: 1 MiB aligned, appended). */
   private allocationCursor: number;
   /** The file's length: blocks must end inside it. */
   private fileEnd: number;
-  private durableFileSize: number;
   private sessionStarted = false;
   private dataWriteGuidChanged = false;
   private dataDirty = false;
@@ -54,13 +60,17 @@ export class VhdxDisk implements VirtualDisk {
     fileSize: number,
     /** Facts about the open for `info` (log replayed, in memory or on disk). */
     readonly openNotes: Record<string, unknown> = {},
+    private readonly session: VhdxSessionOptions = {},
   ) {
     this.cache = new PageCache(source);
     this.headers = new HeaderWriter(source, layout.current);
     this.allocationCursor = alignUp(fileSize, MIB);
     this.fileEnd = fileSize;
-    this.durableFileSize = fileSize;
-    this.parent = layout.parentLocator ? vhdxParentReference(layout.parentLocator, source.name) : undefined;
+    this.parentReference = layout.parentLocator ? vhdxParentReference(layout.parentLocator, source.name) : undefined;
+  }
+
+  get parent(): ParentReference | undefined {
+    return this.parentReference;
   }
 
   get path(): string {
@@ -213,7 +223,7 @@ export class VhdxDisk implements VirtualDisk {
       throw new DiskchainError('INVALID_ARGUMENT', `writes must be whole ${lss}-byte sectors`, { file: this.path, offset });
     }
     if (data.length === 0) return;
-    await this.beginModification();
+    await this.beginModification(true);
     try {
       const bs = this.blockSize;
       for (let pos = offset; pos < offset + data.length; ) {
@@ -287,26 +297,71 @@ export class VhdxDisk implements VirtualDisk {
     return at;
   }
 
-  /** §2.2.2 Before the first change: new FileWriteGuid and DataWriteGuid, both headers. */
-  private async beginModification(): Promise<void> {
-    if (this.sessionStarted && this.dataWriteGuidChanged) return;
-    await this.headers.update({ fileWriteGuid: randomGuid(), dataWriteGuid: randomGuid() });
+  /**
+   * §2.2.2.1 The first header update of a session sets a new FileWriteGuid. DataWriteGuid changes only
+   * before the first change to what the virtual disk shows (`data`): to the GUID the open asked for,
+   * else a random one.
+   */
+  private async beginModification(data: boolean): Promise<void> {
+    if (this.sessionStarted && (this.dataWriteGuidChanged || !data)) return;
+    await this.headers.update({
+      ...(this.sessionStarted ? {} : { fileWriteGuid: randomGuid() }),
+      ...(data ? { dataWriteGuid: this.session.dataWriteGuid ?? randomGuid() } : {}),
+    });
     this.sessionStarted = true;
-    this.dataWriteGuidChanged = true;
+    if (data) this.dataWriteGuidChanged = true;
+  }
+
+  /**
+   * Differencing disks: rewrites the parent locator (§2.6.2.6) through the log in one entry (§2.3), so a
+   * crash leaves the old or the new locator whole. The item stays in place when it fits, else moves to
+   * free space in the metadata region with its table entry in the same entry. Pending BAT changes are
+   * committed first. DataWriteGuid is kept (§2.2.2.1: only a change to the disk's contents or
+   * user-visible metadata such as its size changes it), so this disk's own children stay linked.
+   */
+  async setParent(link: ParentLinkUpdate): Promise<void> {
+    this.assertUsable();
+    if (this.readOnly) throw new DiskchainError('READ_ONLY', 'disk is open read-only', { file: this.path });
+    if (!this.layout.fileParameters.hasParent || !this.layout.parentLocator) {
+      throw new DiskchainError('UNSUPPORTED', `a ${this.diskType} disk has no parent to rewrite`, { file: this.path });
+    }
+    const locator = rewriteLocator(this.layout.parentLocator, link, this.path);
+    const item = encodeParentLocator(locator);
+    await this.flush();
+    const plan = await planLocatorRewrite(this.source, this.layout, item, this.headers.header.logLength);
+    try {
+      await this.beginModification(false);
+      await this.commitThroughLog(plan.pages);
+    } catch (e) {
+      this.failure ??= e;
+      throw e;
+    }
+    this.layout.metadataEntries = plan.entries;
+    this.layout.parentLocator = locator;
+    this.parentReference = vhdxParentReference(locator, this.path);
   }
 
   /** Writes every dirty BAT and sector bitmap page through the log (§2.3). */
   private async commitMetadata(): Promise<void> {
     if (this.cache.dirtyCount === 0) return;
+    const pages = this.cache.dirtyPages();
+    await this.commitThroughLog(pages);
+    this.cache.markCommitted(pages.map(([at]) => at));
+  }
+
+  /**
+   * §2.3 Payload data flushed; a fresh LogGuid in both headers; each entry written and flushed, then its
+   * pages written in place and flushed; LogGuid cleared. FlushedFileOffset is the durable file size
+   * (whole MiB), LastFileOffset the allocation end.
+   */
+  private async commitThroughLog(pages: [number, Uint8Array][]): Promise<void> {
     await this.source.flush();
-    this.durableFileSize = this.allocationCursor;
+    const flushed = Math.floor((await this.source.size()) / MIB) * MIB;
     const logGuid = randomGuid();
     await this.headers.update({ logGuid });
     const { logOffset, logLength } = this.headers.header;
     const log = new LogWriter(this.source, logOffset, logLength, logGuid, 1n);
-    const pages = this.cache.dirtyPages();
-    await log.commit(pages, this.durableFileSize, this.allocationCursor);
-    this.cache.markCommitted(pages.map(([at]) => at));
+    await log.commit(pages, flushed, Math.max(this.allocationCursor, flushed));
     await this.headers.update({ logGuid: NULL_GUID });
   }
 

@@ -18,10 +18,7 @@ export class LogWriter {
 
   /** The most pages one entry can carry in this log. */
   get maxPagesPerEntry(): number {
-    const sectors = this.logLength / LOG_SECTOR;
-    let n = sectors - 1;
-    while (n > 0 && descriptorSectors(n) + n > sectors) n--;
-    return n;
+    return maxPagesPerEntry(this.logLength);
   }
 
   /**
@@ -44,4 +41,12 @@ export class LogWriter {
       this.sequenceNumber++;
     }
   }
+}
+
+/** §2.3.1 The most 4 KiB pages one entry (descriptor sectors plus data sectors) can carry in a log of `logLength` bytes. */
+export function maxPagesPerEntry(logLength: number): number {
+  const sectors = logLength / LOG_SECTOR;
+  let n = sectors - 1;
+  while (n > 0 && descriptorSectors(n) + n > sectors) n--;
+  return n;
 }

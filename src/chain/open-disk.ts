@@ -1,0 +1,29 @@
+import type { ByteSource } from '../io/byte-source.js';
+import { FileSource } from '../io/file-source.js';
+import { detectFormat, driverFor } from '../formats/registry.js';
+import type { FormatName, VirtualDisk } from '../formats/types.js';
+
+export interface OpenDiskOptions {
+  /** Open the file for writing (only the top layer of a chain is ever writable). */
+  writable?: boolean;
+  /** Skip probing: treat the file as this format (needed for raw images). */
+  format?: FormatName;
+  /** VHDX: the DataWriteGuid the first write of this session sets (see OpenOptions). */
+  dataWriteGuid?: string;
+  /** Wraps the file's byte source (tests inject faults such as a full disk this way). */
+  wrapSource?: (source: ByteSource) => ByteSource;
+}
+
+/** Opens one file as a single layer, finding its format by content. */
+export async function openDisk(path: string, options: OpenDiskOptions = {}): Promise<VirtualDisk> {
+  const writable = options.writable ?? false;
+  const file = await FileSource.open(path, { writable });
+  const source = options.wrapSource ? options.wrapSource(file) : file;
+  try {
+    const driver = options.format ? driverFor(options.format) : await detectFormat(source);
+    return await driver.open(source, { writable, ...(options.dataWriteGuid ? { dataWriteGuid: options.dataWriteGuid } : {}) });
+  } catch (e) {
+    await source.close();
+    throw e;
+  }
+}

@@ -1,0 +1,150 @@
+import { readdir, realpath, stat } from 'node:fs/promises';
+import { join, resolve, win32 } from 'node:path';
+import { DiskchainError, isDiskchainError } from '../io/errors.js';
+import type { VirtualDisk } from '../formats/types.js';
+import { describeIdentity, identityMatches } from './identity.js';
+import { describeAttempts, isInsideFolders, parentPathCandidates, type LocateAttempt } from './locate.js';
+import { openDisk } from './open-disk.js';
+
+export interface ParentSearchOptions {
+  /** Folders searched by identity when every stored path is stale; parents may live in them. */
+  searchPaths?: string[];
+  /** Folders a parent must be inside (after symlinks). Undefined: no confinement. */
+  allowedFolders?: string[];
+  /** Accept a parent whose identity does not match what the child recorded. */
+  ignoreIdMismatch?: boolean;
+  /** Real paths already in the chain: finding one of them again is a cycle. */
+  chainRealPaths?: Set<string>;
+}
+
+export interface ResolvedParent {
+  disk: VirtualDisk;
+  path: string;
+  attempts: LocateAttempt[];
+  identityMatches: boolean;
+  foundBy: 'path' | 'identity';
+}
+
+/** Files looked at, at most, by one search by identity. */
+const MAX_SEARCH_FILES = 20_000;
+const MAX_SEARCH_DEPTH = 4;
+
+/**
+ * Finds and opens (read-only) the parent of `child`: each stored path in the spec's order, then
+ * (when every path is stale) the files of the search folders by identity. A file is the parent only
+ * if it carries the identity the child recorded, unless ignoreIdMismatch.
+ */
+export async function resolveParent(child: VirtualDisk, options: ParentSearchOptions = {}): Promise<ResolvedParent> {
+  const ref = child.parent;
+  if (!ref) throw new DiskchainError('INVALID_ARGUMENT', `${child.path} has no parent`, { file: child.path });
+  const attempts: LocateAttempt[] = [];
+  const mismatched: Array<{ disk: VirtualDisk; path: string }> = [];
+  const tried = new Set<string>();
+  const closeAll = async (keep?: VirtualDisk): Promise<void> => {
+    for (const m of mismatched) if (m.disk !== keep) await m.disk.close().catch(() => undefined);
+  };
+
+  /** Opens `path` and says whether it is the parent; records the attempt. */
+  const consider = async (key: string, stored: string, path: string): Promise<VirtualDisk | undefined> => {
+    const note = (result: LocateAttempt['result'], detail?: string): undefined => {
+      attempts.push({ key, stored, tried: path, result, ...(detail ? { detail } : {}) });
+      return undefined;
+    };
+    let real: string;
+    try {
+      if (!(await stat(path)).isFile()) return note('not a file');
+      real = await realpath(path);
+    } catch {
+      return note('missing');
+    }
+    if (tried.has(real)) return undefined;
+    tried.add(real);
+    if (options.chainRealPaths?.has(real)) {
+      throw new DiskchainError('CHAIN_CYCLE', `${child.path} names ${path} as its parent, which is already in the chain (a cycle, a self-parent or a symlink alias)`, { file: child.path, parent: path });
+    }
+    if (options.allowedFolders && !(await isInsideFolders(real, options.allowedFolders))) return note('outside the allowed folders', real);
+    let disk: VirtualDisk;
+    try {
+      disk = await openDisk(path);
+    } catch (e) {
+      if (!isDiskchainError(e)) throw e;
+      return note('unreadable', `${e.code}: ${e.message}`);
+    }
+    if (disk.format !== child.format) {
+      await disk.close();
+      return note('other format', `a ${child.format.toUpperCase()} child cannot have a ${disk.format.toUpperCase()} parent`);
+    }
+    if (identityMatches(ref, disk.identity())) {
+      attempts.push({ key, stored, tried: path, result: 'found' });
+      return disk;
+    }
+    mismatched.push({ disk, path });
+    return note('identity mismatch', `it has ${describeIdentity(disk.identity())}`);
+  };
+
+  try {
+    for (const { entry, path } of await parentPathCandidates(child.path, ref)) {
+      const disk = await consider(entry.key, entry.path, path);
+      if (disk) return { disk, path, attempts, identityMatches: true, foundBy: 'path' };
+    }
+    const names = new Set(ref.locators.map((l) => win32.basename(l.path).toLowerCase()));
+    for (const path of await searchFiles(options.searchPaths ?? [], names)) {
+      const disk = await consider('search', '', path);
+      if (disk) return { disk, path, attempts, identityMatches: true, foundBy: 'identity' };
+    }
+  } catch (e) {
+    await closeAll();
+    throw e;
+  }
+  const first = mismatched[0];
+  if (first && options.ignoreIdMismatch) {
+    await closeAll(first.disk);
+    return { disk: first.disk, path: first.path, attempts, identityMatches: false, foundBy: 'path' };
+  }
+  await closeAll();
+  const expected = describeIdentity(ref.expected);
+  const tail = `expected ${expected}; tried ${describeAttempts(attempts)}`;
+  if (first) {
+    throw new DiskchainError('PARENT_MISMATCH', `no file with the identity ${child.path} recorded for its parent (the parent was changed or replaced after the child was made); ${tail}. Add --search-path to look for it by identity, or --ignore-id-mismatch to accept the file found`, { file: child.path, attempts });
+  }
+  const other = attempts.find((a) => a.result === 'other format');
+  if (other) throw new DiskchainError('PARENT_MISMATCH', `${other.detail} (${other.tried}); ${tail}`, { file: child.path, attempts });
+  const outside = attempts.find((a) => a.result === 'outside the allowed folders');
+  if (outside) {
+    throw new DiskchainError('PATH_NOT_ALLOWED', `the parent of ${child.path} would be ${outside.detail}, outside the allowed folders (${(options.allowedFolders ?? []).join(', ')}); pass --search-path with its folder to allow it; ${tail}`, { file: child.path, attempts });
+  }
+  throw new DiskchainError('PARENT_NOT_FOUND', `parent of ${child.path} not found; ${tail}`, { file: child.path, attempts });
+}
+
+/** Regular files under the folders (bounded depth and count), files named like a locator first. */
+async function searchFiles(folders: string[], preferredNames: Set<string>): Promise<string[]> {
+  const files: string[] = [];
+  const visited = new Set<string>();
+  const walk = async (dir: string, depth: number): Promise<void> => {
+    if (depth > MAX_SEARCH_DEPTH || files.length >= MAX_SEARCH_FILES) return;
+    let real: string;
+    try {
+      real = await realpath(dir);
+    } catch {
+      return;
+    }
+    if (visited.has(real)) return;
+    visited.add(real);
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    entries.sort((a, b) => a.name.localeCompare(b.name));
+    for (const e of entries) {
+      if (files.length >= MAX_SEARCH_FILES) return;
+      const path = join(dir, e.name);
+      if (e.isFile() || e.isSymbolicLink()) files.push(path);
+      if (e.isDirectory()) await walk(path, depth + 1);
+    }
+  };
+  for (const folder of folders) await walk(resolve(folder), 0);
+  const rank = (p: string): number => (preferredNames.has(win32.basename(p).toLowerCase()) ? 0 : 1);
+  return files.sort((a, b) => rank(a) - rank(b));
+}

@@ -1,0 +1,37 @@
+import { dirname, resolve } from 'node:path';
+import { catalogFolders, childrenOf } from '../chain/catalog.js';
+import type { LinkIdentity } from '../formats/types.js';
+
+/** A disk (found in the folders searched) whose recorded parent is one of the disks asked about. */
+export interface Dependent {
+  path: string;
+  realPath: string;
+  /** Index into the `disks` asked about: the one it depends on. */
+  dependsOn: number;
+}
+
+/**
+ * Every disk in the folders of `disks` (and `extraFolders`) that records one of `disks` as its parent,
+ * by identity, leaving out the files in `exclude` (real paths). Bounded by the catalog's limits.
+ */
+export async function findDependents(
+  disks: Array<{ path: string; identities: LinkIdentity[] }>,
+  exclude: Set<string>,
+  extraFolders: string[] = [],
+  signal?: AbortSignal,
+): Promise<Dependent[]> {
+  const folders = [...new Set([...disks.map((d) => dirname(resolve(d.path))), ...extraFolders.map((f) => resolve(f))])];
+  const catalog = await catalogFolders(folders, { maxDepth: 0, ...(signal ? { signal } : {}) });
+  const out: Dependent[] = [];
+  const seen = new Set<string>();
+  disks.forEach((d, i) => {
+    for (const identity of d.identities) {
+      for (const c of childrenOf(catalog, identity)) {
+        if (exclude.has(c.realPath) || seen.has(c.realPath)) continue;
+        seen.add(c.realPath);
+        out.push({ path: c.path, realPath: c.realPath, dependsOn: i });
+      }
+    }
+  });
+  return out;
+}
