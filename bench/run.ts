@@ -4,12 +4,15 @@
  * diskchain / qemu-img and the peak memory (max RSS) of each, and checks both outputs are identical.
  * qemu-img's convert does not flush its output by default; "-t writeback" makes it flush, as diskchain
  * does, so that is the like-for-like ratio; the default one is shown too.
+ * Then the merge cases (bench/merge.ts): diskchain merge of a child holding BENCH_SIZE_MIB of changed
+ * data into its parent, against qemu-img commit of the same qcow2 chain and against cp of the same bytes.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runMergeCases } from './merge.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const SIZE_MIB = Number(process.env.BENCH_SIZE_MIB ?? 1024);
@@ -102,4 +105,5 @@ const cases: Case[] = [
   { name: 'raw -> dynamic VHD', output: join(dir, 'out.vhd'), diskchain: ['convert', raw, '-f', 'raw', '-O', 'vhd'], qemu: ['-f', 'raw', '-O', 'vpc', '-o', 'subformat=dynamic,force_size=on', raw], compareFormat: 'vpc' },
 ];
 for (const c of cases) runCase(c);
+runMergeCases({ dir, cli: CLI, runs: RUNS, sizeMiB: SIZE_MIB, source: raw, keep: process.env.BENCH_KEEP === '1', measure, median });
 if (process.env.BENCH_KEEP !== '1') rmSync(dir, { recursive: true, force: true });

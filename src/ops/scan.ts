@@ -152,7 +152,7 @@ export async function scanFolders(folders: string[], options: ScanOptions = {}):
         t.state = 'not a file';
         continue;
       }
-      const real = await realpath(path);
+      const real = await realpath(path).catch(() => path);
       const found = byReal.get(real);
       if (found && matches.includes(found)) {
         t.state = 'parent';
@@ -186,7 +186,7 @@ export async function scanFolders(folders: string[], options: ScanOptions = {}):
 
   const cycles = cutCycles(catalog.entries, parentOf);
   const trees = buildTrees(catalog, parentOf);
-  const context: PlanContext = { trees, catalog, stale, parentOf, cycles, taken: new Set(catalog.entries.map((e) => e.path)) };
+  const context: PlanContext = { trees, catalog, stale, parentOf, cycles, orphans, taken: new Set(catalog.entries.map((e) => e.path)) };
   const plan: TreePlan[] = [];
   for (const tree of trees) plan.push(await planTree(tree, context));
   const dirtyLogs = catalog.entries
@@ -296,17 +296,24 @@ interface PlanContext {
   stale: Set<CatalogEntry>;
   parentOf: Map<CatalogEntry, CatalogEntry>;
   cycles: CatalogEntry[][];
+  orphans: ScanOrphan[];
   /** Paths that exist or that an earlier step will create. */
   taken: Set<string>;
 }
 
-async function planTree(tree: ScanTree, { trees, catalog, stale, parentOf, cycles, taken }: PlanContext): Promise<TreePlan> {
+async function planTree(tree: ScanTree, { trees, catalog, stale, parentOf, cycles, orphans, taken }: PlanContext): Promise<TreePlan> {
   const plan: TreePlan = { root: tree.root, action: 'none', steps: [], commands: [], result: null, notes: [] };
   const entry = new Map(catalog.entries.map((e) => [e.path, e]));
   const rootEntry = entry.get(tree.root)!;
   if (!tree.complete) {
     if (cycles.some((c) => c.includes(rootEntry))) plan.notes.push(`${tree.root} is part of a parent cycle (see cycles): its link was not followed; no commands are safe until the cycle is broken`);
-    else plan.notes.push(`the base of this tree is missing: ${tree.root} is a differencing disk whose parent was not found (see orphans); find the parent file (or scan its folder too) before merging or converting`);
+    else {
+      plan.notes.push(`the base of this tree is missing: ${tree.root} is a differencing disk whose parent was not found (see orphans); find the parent file (or scan its folder too) before merging or converting`);
+      for (const t of orphans.find((o) => o.path === tree.root)?.targets ?? []) {
+        if (t.state === 'outside the scanned folders') plan.notes.push(`${t.path} (named by ${t.key}) exists outside the scanned folders: scan its folder too`);
+        if (t.state === 'unreadable disk') plan.notes.push(`${t.path} (named by ${t.key}) looks like a disk but could not be opened (see problems): it may be the damaged parent`);
+      }
+    }
     return plan;
   }
   if (tree.nodes.length === 1) {
@@ -351,6 +358,7 @@ async function planTree(tree: ScanTree, { trees, catalog, stale, parentOf, cycle
       if (!stale.has(e) || fixed.has(path)) continue;
       fixed.add(path);
       const parent = parentOf.get(e)!;
+      if (parent.virtualSize !== e.virtualSize) plan.notes.push(`${path} (${e.virtualSize} bytes) and its parent ${parent.path} (${parent.virtualSize} bytes) differ in virtual size: reparent may refuse them`);
       add(await withSearch(['reparent', path, parent.path], parent.path), `${path} no longer finds its parent by its stored paths (renamed or moved); ${parent.path} carries the identity it recorded (${describeIdentity(e.parent!.expected)})`);
     }
   }

@@ -1,0 +1,30 @@
+/** A ByteSource wrapper that behaves like a file system with `room` bytes left: writes that would grow the file past it fail with NO_SPACE. */
+import type { ByteSource } from '../../src/io/byte-source.js';
+import { DiskchainError } from '../../src/io/errors.js';
+
+export function fullDiskAfter(room: number): (inner: ByteSource) => ByteSource {
+  return (inner) => {
+    let limit: number | undefined;
+    const check = async (offset: number, length: number): Promise<void> => {
+      limit ??= (await inner.size()) + room;
+      if (offset + length > limit) throw new DiskchainError('NO_SPACE', 'write failed: ENOSPC: no space left on device (injected)', { file: inner.name, offset });
+    };
+    return {
+      name: inner.name,
+      readOnly: inner.readOnly,
+      size: () => inner.size(),
+      read: (t, o) => inner.read(t, o),
+      readAvailable: (t, o) => inner.readAvailable(t, o),
+      write: async (d, o) => {
+        await check(o, d.length);
+        await inner.write(d, o);
+      },
+      truncate: async (n) => {
+        await check(0, n);
+        await inner.truncate(n);
+      },
+      flush: () => inner.flush(),
+      close: () => inner.close(),
+    };
+  };
+}
