@@ -211,20 +211,23 @@ test('a branch (two children of one parent) gives convert steps that run as prin
   await makeBase(p('base.vhdx'), 'vhdx', 1);
   await makeChild(p('mid.avhdx'), p('base.vhdx'), 2);
   await makeChild(p('left.avhdx'), p('mid.avhdx'), 3);
-  await makeChild(p('right.avhdx'), p('mid.avhdx'), 4);
+  mkdirSync(p('elsewhere'));
+  await makeChild(p('elsewhere/right.avhdx'), p('mid.avhdx'), 4);
   age(p('left.avhdx'), 5);
-  age(p('right.avhdx'), 60);
+  age(p('elsewhere/right.avhdx'), 60);
 
   const r = await scanUnchanged(dir);
   const tree = r.trees[0]!;
-  assert.deepEqual(tree.leaves.map((l) => [l.path, l.newest]), [[p('left.avhdx'), true], [p('right.avhdx'), false]]);
+  assert.deepEqual(tree.leaves.map((l) => [l.path, l.newest]), [[p('left.avhdx'), true], [p('elsewhere/right.avhdx'), false]]);
   assert.equal(tree.newestLeaf, p('left.avhdx'));
+  assert.deepEqual(r.staleLinks, []);
   const plan = r.plan[0]!;
   assert.equal(plan.action, 'convert');
   assert.ok(plan.notes.some((n) => n.includes(p('mid.avhdx')) && n.includes('2 children')), plan.notes.join('\n'));
   assert.deepEqual(plan.steps.map((s) => s.args), [
     ['convert', p('left.avhdx'), p('left-standalone.vhdx'), '-O', 'vhdx'],
-    ['convert', p('right.avhdx'), p('right-standalone.vhdx'), '-O', 'vhdx'],
+    // right's ancestors are above its folder: named so diskchain may open them.
+    ['convert', p('elsewhere/right.avhdx'), p('elsewhere/right-standalone.vhdx'), '-O', 'vhdx', '--search-path', dir],
   ]);
   assert.ok(!plan.steps.some((s) => s.args[0] === 'merge'), 'merging a branched tree is unsafe');
   assert.equal(plan.result, p('left-standalone.vhdx'));
@@ -232,9 +235,10 @@ test('a branch (two children of one parent) gives convert steps that run as prin
   const before = hashes(dir);
   runPrinted(plan.commands, tempDir(t));
   for (const [path, sum] of before) assert.equal(hashes(dir).get(path), sum, `convert changed ${path}`);
-  for (const leaf of ['left', 'right']) {
-    const cmp = spawnSync('node', [MAIN, 'compare', p(`${leaf}.avhdx`), p(`${leaf}-standalone.vhdx`)], { encoding: 'utf8' });
-    assert.equal(cmp.status, 0, cmp.stdout + cmp.stderr);
+  for (const [target, seeds] of [['left-standalone.vhdx', [2, 3]], ['elsewhere/right-standalone.vhdx', [2, 4]]] as const) {
+    const read = spawnSync('node', [MAIN, 'read', p(target)], { maxBuffer: 64 * MiB });
+    assert.equal(read.status, 0, read.stderr.toString());
+    assert.ok(read.stdout.equals(modelContent(8 * MiB, 1, [...seeds])), `${target} does not hold its leaf's state`);
   }
   // A second scan names the next free target and sees the new standalone disks as their own trees.
   const again = await scanFolders([dir]);
@@ -312,29 +316,35 @@ test('corrupt files (truncated, garbage behind a VHDX signature) are problems; p
   const p = (n: string): string => join(dir, n);
   await makeBase(p('base.vhdx'), 'vhdx', 1);
   await makeChild(p('snap.avhdx'), p('base.vhdx'), 2);
-  await makeBase(p('whole.vhdx'), 'vhdx', 3);
-  copyFileSync(p('whole.vhdx'), p('truncated.avhdx'));
-  truncateSync(p('truncated.avhdx'), 100 * 1024);
-  unlinkSync(p('whole.vhdx'));
+  // A parent cut short (a failed copy): its checkpoint becomes an orphan pointing at a damaged file.
+  await makeBase(p('cut.vhdx'), 'vhdx', 3, 4 * MiB);
+  await makeChild(p('cut-snap.avhdx'), p('cut.vhdx'), 4);
+  truncateSync(p('cut.vhdx'), 100 * 1024);
   const garbage = pseudoRandomBytes(300 * 1024, 5);
   garbage.set(Buffer.from('vhdxfile'), 0);
   writeFileSync(p('garbage.bin'), garbage);
 
   const r = await scanUnchanged(dir);
-  assert.deepEqual(r.problems.map((x) => x.path), [p('garbage.bin'), p('truncated.avhdx')]);
+  assert.deepEqual(r.problems.map((x) => x.path), [p('cut.vhdx'), p('garbage.bin')]);
   for (const x of r.problems) {
     assert.ok(['CORRUPT', 'TRUNCATED'].includes(x.code), `${x.path}: ${x.code}`);
     assert.ok(x.message.length > 0);
   }
-  assert.ok(r.problems.some((x) => typeof x.offset === 'number'), 'no problem carries an offset');
-  assert.equal(r.summary.disks, 2);
-  const plan = r.plan[0]!;
+  assert.equal(r.problems[0]!.code, 'TRUNCATED');
+  assert.equal(typeof r.problems[0]!.offset, 'number');
+  assert.equal(r.summary.disks, 3);
+  assert.deepEqual(r.orphans.map((o) => [o.path, o.targets.map((x) => x.state)]), [[p('cut-snap.avhdx'), ['unreadable disk']]]);
+  const orphanPlan = r.plan.find((x) => x.root === p('cut-snap.avhdx'))!;
+  assert.deepEqual(orphanPlan.steps, []);
+  assert.ok(orphanPlan.notes.some((n) => n.startsWith(`${p('cut.vhdx')} (named by relative_path) looks like a disk but could not be opened`)), orphanPlan.notes.join('\n'));
+
+  const plan = r.plan.find((x) => x.root === p('base.vhdx'))!;
   assert.equal(plan.action, 'convert');
-  assert.ok(plan.notes.some((n) => /could not be read or were not scanned/.test(n)));
-  assert.deepEqual(plan.steps.map((s) => s.args[0]), ['convert']);
+  assert.ok(plan.notes.some((n) => /2 file\(s\) or folder\(s\) could not be read or were not scanned/.test(n)));
+  assert.deepEqual(plan.steps.map((s) => s.args), [['convert', p('snap.avhdx'), p('snap-standalone.vhdx'), '-O', 'vhdx']]);
   const out = cli(['scan', dir, '--json'], dir);
   assert.equal(out.status, 1);
-  assert.equal((JSON.parse(out.stdout) as ScanReport).problems.length, 2);
+  assert.deepEqual((JSON.parse(out.stdout) as ScanReport).problems, JSON.parse(JSON.stringify(r.problems)));
 });
 
 test('symlink aliases are listed once, directory symlink loops are not followed, limits are reported', async (t) => {

@@ -19,9 +19,9 @@
 import assert from 'node:assert/strict';
 import { execSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { changedRuns, fatDir, fatGet, fatList, fatPut, makeFat } from './helpers/fat.js';
 import { pyvhdiSha256, qemuImg, requireOracle } from './helpers/oracles.js';
@@ -74,7 +74,9 @@ interface Run {
 
 /** Runs the diskchain CLI in `cwd`. */
 function dc(cwd: string, args: string[], input?: Uint8Array): Run {
+  const t0 = Date.now();
   const r = spawnSync(process.execPath, [MAIN, ...args], { cwd, input, maxBuffer: 64 * MiB, env: { ...process.env, NO_COLOR: '1' } });
+  if (process.env.WALK_TIME) console.error(`TIME ${Date.now() - t0}ms ${args.join(' ')}`);
   return { status: r.status ?? -1, stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8') };
 }
 
@@ -116,8 +118,11 @@ function readRaw(cwd: string, disk: string, scratch: string, name: string): stri
   return out;
 }
 
-/** Adds `file` to the disk `disk` through its chain: read, mcopy, write back the changed sectors. */
-function addThroughChain(cwd: string, disk: string, file: { name: string; content: string }, scratch: string, viaStdin: boolean): void {
+/**
+ * Adds `file` to the disk `disk` through its chain: read, mcopy, write back the changed sectors.
+ * Returns the raw image the disk reads as afterwards.
+ */
+function addThroughChain(cwd: string, disk: string, file: { name: string; content: string }, scratch: string, viaStdin: boolean): string {
   const before = readRaw(cwd, disk, scratch, 'before.img');
   const cur = join(scratch, 'cur.img');
   copyFileSync(before, cur);
@@ -135,7 +140,9 @@ function addThroughChain(cwd: string, disk: string, file: { name: string; conten
     }
   }
   // The disk now reads as the image the file was copied into.
-  assert.equal(sha256File(readRaw(cwd, disk, scratch, 'after.img')), sha256File(cur), `${disk} does not read back as the image ${file.name} was copied into`);
+  const after = readRaw(cwd, disk, scratch, 'after.img');
+  assert.equal(sha256File(after), sha256File(cur), `${disk} does not read back as the image ${file.name} was copied into`);
+  return after;
 }
 
 /** The independent readers' view of a standalone disk: sha256 of its whole content. */
@@ -177,15 +184,19 @@ function assertStandaloneResult(t: TestContext, cwd: string, disk: string, forma
   const check = dc(cwd, ['check', disk]);
   assert.equal(check.status, 0, `${what}: diskchain check ${disk}: ${show(check)}`);
 
-  const abs = join(cwd, disk);
+  const abs = resolve(cwd, disk);
   if (requireOracle(t, 'qemu-img')) assert.equal(qemuSha(abs, format, scratch), expected, `${what}: qemu-img reads ${disk} differently`);
   if (requireOracle(t, 'pyvhdi')) assert.equal(pyvhdiSha256(abs), expected, `${what}: pyvhdi reads ${disk} differently`);
 }
 
-/** The files of the four-layer chain, copied into a fresh folder. */
+/** The files of the four-layer chain, copied into a fresh folder (keeping their times, as cp -p does). */
 function freshCopy(t: TestContext, source: string, l: Layout, label: string): string {
   const dir = tempDir(t, `${l.format}-${label}`);
-  for (const f of [l.base, l.c1, l.c2, l.c3]) copyFileSync(join(source, f), join(dir, f));
+  for (const f of [l.base, l.c1, l.c2, l.c3]) {
+    copyFileSync(join(source, f), join(dir, f));
+    const st = statSync(join(source, f));
+    utimesSync(join(dir, f), st.atime, st.mtime);
+  }
   return dir;
 }
 
@@ -224,8 +235,7 @@ for (const format of ['vhdx', 'vhd'] as const) {
       ok(work, ['create', child, '--parent', parent]);
       // A new checkpoint reads as its parent.
       assert.equal(sha256File(readRaw(work, child, scratch, 'fresh.img')), stateSha[i], `${child} does not read as ${parent} right after it was made`);
-      addThroughChain(work, child, FILES[i + 1]!, scratch, i === 1);
-      const now = readRaw(work, child, scratch, 'state.img');
+      const now = addThroughChain(work, child, FILES[i + 1]!, scratch, i === 1);
       assertFiles(now, i + 2, `read through ${child}`);
       stateSha.push(sha256File(now));
     }
@@ -252,7 +262,7 @@ for (const format of ['vhdx', 'vhd'] as const) {
       assertStandaloneResult(t, dir, l.base, format, expected, scratch, 'scenario A');
     });
 
-    await t.test('B: out of order, refusals on the way, recovery with reparent --ignore-id-mismatch', (t) => {
+    await t.test('B: out of order, refusals on the way, recovery with reparent --ignore-id-mismatch', async (t) => {
       const dir = freshCopy(t, work, l, 'B');
 
       // The oldest checkpoint is merged first, and the admin keeps its file "just in case".
@@ -267,6 +277,20 @@ for (const format of ['vhdx', 'vhd'] as const) {
       // The kept c1 still reads as the state it froze: the base now holds that state, and c1 on top of it changes nothing.
       assert.equal(sha256File(readRaw(dir, l.c1, scratch, 'b1c1.img')), stateSha[1], 'the kept c1 no longer reads as the state it froze');
 
+      // The kept c1 is now a second child of the base, so scan sees a branch and plans conversions of
+      // both leaves. Its newest leaf must still be c3, the VM's current state: the kept c1 is an old state.
+      await t.test('scan after merge --keep still names c3 as the newest leaf', { todo: format === 'vhdx' ? 'diskchain: merge --keep writes parent_linkage2 into the kept VHDX, which makes it the newest file, so scan marks it as the newest leaf and its plan result holds the c1 state (without CHECK02.TXT and NOW.TXT)' : false }, () => {
+        const scanRun = dc(dir, ['scan', dir, '--json']);
+        assert.equal(scanRun.status, 0, show(scanRun));
+        const report = JSON.parse(scanRun.stdout) as ScanPlanJson;
+        assert.equal(report.trees.length, 1, scanRun.stdout);
+        assert.equal(report.trees[0]!.nodes.length, 4, scanRun.stdout);
+        assert.equal(report.trees[0]!.newestLeaf, join(dir, l.c3), `scan takes the kept ${l.c1} for the newest state: ${scanRun.stdout}`);
+        const plan = report.plan[0]!;
+        assert.equal(plan.action, 'convert', scanRun.stdout);
+        assert.ok(plan.result?.includes('c3-standalone'), `the plan's result should hold c3's state: ${plan.commands.join('\n')}`);
+      });
+
       // Now merging c2 into the base would change the base under the kept c1: refused, naming c1.
       refused(dir, ['merge', l.c2], 'HAS_DEPENDENTS', [l.c1, 'depend']);
       // The admin discards the kept file: its state is in the base already.
@@ -278,7 +302,7 @@ for (const format of ['vhdx', 'vhd'] as const) {
       ok(dir, ['convert', l.base, join(backup, l.base), '-O', format]);
       rmSync(join(dir, l.base));
       copyFileSync(join(backup, l.base), join(dir, l.base));
-      refused(dir, ['chain', l.c3], 'PARENT_MISMATCH', [l.base, '--ignore-id-mismatch']);
+      refused(dir, ['chain', l.c3], 'PARENT_MISMATCH', [l.base]);
       refused(dir, ['read', l.c3, '--length', '512'], 'PARENT_MISMATCH', [l.base]);
       refused(dir, ['merge', l.c3], 'PARENT_MISMATCH', [l.base]);
       refused(dir, ['merge', l.c2], 'PARENT_MISMATCH', [l.base]);
@@ -300,7 +324,8 @@ for (const format of ['vhdx', 'vhd'] as const) {
     });
 
     await t.test('C: renamed and moved files; scan rebuilds the tree by identity and its plan, run as printed, ends with one disk', (t) => {
-      const dir = freshCopy(t, work, l, 'C');
+      // In place, as in the field: the old names lead nowhere (no copy elsewhere still has them).
+      const dir = work;
       mkdirSync(join(dir, 'moved'));
       const renamed = { base: join(dir, 'disk-a.bin'), c1: join(dir, 'x.dat'), c2: join(dir, 'moved', 'y.img'), c3: join(dir, 'z.data') };
       renameSync(join(dir, l.base), renamed.base);
@@ -311,9 +336,11 @@ for (const format of ['vhdx', 'vhd'] as const) {
       refused(dir, ['chain', renamed.c3], 'PARENT_NOT_FOUND', []);
 
       const scanRun = dc(dir, ['scan', dir, '--json']);
-      assert.ok(scanRun.status === 0 || scanRun.status === 1, `scan: ${show(scanRun)}`);
+      // Stale links (found by identity, not by path) are consistent: exit 0.
+      assert.equal(scanRun.status, 0, `scan: ${show(scanRun)}`);
       const report = JSON.parse(scanRun.stdout) as ScanPlanJson;
       assert.equal(report.summary.disks, 4, scanRun.stdout);
+      assert.equal(report.summary.consistent, true, scanRun.stdout);
       assert.equal(report.trees.length, 1, `one tree expected: ${scanRun.stdout}`);
       const tree = report.trees[0]!;
       assert.equal(tree.complete, true);

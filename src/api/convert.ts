@@ -11,6 +11,8 @@ export interface ConvertOptions extends LongOperationOptions {
   blockSize?: number;
   /** The source's format when it cannot be probed (raw). */
   sourceFormat?: FormatName;
+  /** Folders searched for parents by identity (see OpenChainOptions). */
+  searchPaths?: string[];
 }
 
 /**
@@ -18,7 +20,7 @@ export interface ConvertOptions extends LongOperationOptions {
  * The target must not exist; on failure or cancellation the partial target is removed.
  */
 export async function convert(sourcePath: string, targetPath: string, options: ConvertOptions): Promise<CopyResult> {
-  const chain = await openChain(sourcePath, options.sourceFormat ? { format: options.sourceFormat } : {});
+  const chain = await openChain(sourcePath, { ...(options.sourceFormat ? { format: options.sourceFormat } : {}), ...(options.searchPaths ? { searchPaths: options.searchPaths } : {}) });
   try {
     const target = await createDisk(targetPath, options.format, {
       diskType: options.diskType ?? 'dynamic',

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { openChain } from '../chain/open-chain.js';
 import { compareChains } from '../ops/compare.js';
+import { SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
 import { EXIT, interruptSignal, printJson, progressBar } from './output.js';
 import { formatBytes } from './sizes.js';
 
@@ -12,9 +13,10 @@ export function registerChainCommands(program: Command, run: Run): void {
     .description('list the chain from the leaf to the base: each layer and the state of its link (read-only)')
     .argument('<disk>')
     .option('--json', 'print JSON')
-    .action((disk: string, opts: { json?: boolean }) =>
+    .option(...SEARCH_PATH_OPTION)
+    .action((disk: string, opts: { json?: boolean; searchPath?: string[] }) =>
       run(async () => {
-        const chain = await openChain(disk);
+        const chain = await openChain(disk, searchPathOptions(opts));
         try {
           const layers = [];
           for (const [i, layer] of chain.layers.entries()) {
@@ -26,7 +28,7 @@ export function registerChainCommands(program: Command, run: Run): void {
               virtualSize: layer.virtualSize,
               fileSize: await layer.fileSize(),
               allocatedBytes: await layer.allocatedBytes(),
-              link: chain.links[i] ? { parent: chain.links[i]!.parentPath, identityMatches: chain.links[i]!.identityMatches } : null,
+              link: chain.links[i] ? { parent: chain.links[i]!.parentPath, identityMatches: chain.links[i]!.identityMatches, foundBy: chain.links[i]!.foundBy } : null,
             });
           }
           if (opts.json) printJson({ layers });
@@ -47,9 +49,10 @@ export function registerChainCommands(program: Command, run: Run): void {
     .description('which layer serves each range of the disk: data, zero or absent (read-only)')
     .argument('<disk>')
     .option('--json', 'print JSON')
-    .action((disk: string, opts: { json?: boolean }) =>
+    .option(...SEARCH_PATH_OPTION)
+    .action((disk: string, opts: { json?: boolean; searchPath?: string[] }) =>
       run(async () => {
-        const chain = await openChain(disk);
+        const chain = await openChain(disk, searchPathOptions(opts));
         try {
           const withPaths = (await chain.mapAll()).map((e) => ({ ...e, file: e.layer !== undefined ? chain.layers[e.layer]!.path : null }));
           if (opts.json) printJson({ extents: withPaths });

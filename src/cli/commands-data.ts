@@ -2,6 +2,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import type { Command } from 'commander';
 import { convert } from '../api/convert.js';
 import { openChain } from '../chain/open-chain.js';
+import { SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
 import { DiskchainError } from '../io/errors.js';
 import type { FormatName } from '../formats/types.js';
 import { EXIT, interruptSignal, printJson, progressBar } from './output.js';
@@ -21,7 +22,8 @@ export function registerDataCommands(program: Command, run: Run): void {
     .option('--block-size <size>', 'payload block size of the target')
     .option('-f, --source-format <format>', 'the source format when it cannot be detected (raw)')
     .option('--json', 'print JSON')
-    .action((source: string, target: string, opts: { outputFormat: string; type: string; blockSize?: string; sourceFormat?: string; json?: boolean }) =>
+    .option(...SEARCH_PATH_OPTION)
+    .action((source: string, target: string, opts: { outputFormat: string; type: string; blockSize?: string; sourceFormat?: string; json?: boolean; searchPath?: string[] }) =>
       run(async () => {
         const format = formatOption(opts.outputFormat, '--output-format');
         if (opts.type !== 'fixed' && opts.type !== 'dynamic') throw new DiskchainError('INVALID_ARGUMENT', `--type must be fixed or dynamic, not ${opts.type}`);
@@ -32,6 +34,7 @@ export function registerDataCommands(program: Command, run: Run): void {
             diskType: opts.type,
             ...(opts.blockSize ? { blockSize: parseSize(opts.blockSize, 'block size') } : {}),
             ...(opts.sourceFormat ? { sourceFormat: formatOption(opts.sourceFormat, '--source-format') } : {}),
+            ...searchPathOptions(opts),
             onProgress: bar.onProgress,
             signal: interruptSignal(),
           });
@@ -52,9 +55,10 @@ export function registerDataCommands(program: Command, run: Run): void {
     .option('--offset <n>', 'first byte', '0')
     .option('--length <n>', 'bytes to read (default: to the end)')
     .option('-o, --output <file>', 'write here instead of stdout')
-    .action((disk: string, opts: { offset: string; length?: string; output?: string }) =>
+    .option(...SEARCH_PATH_OPTION)
+    .action((disk: string, opts: { offset: string; length?: string; output?: string; searchPath?: string[] }) =>
       run(async () => {
-        const chain = await openChain(disk);
+        const chain = await openChain(disk, searchPathOptions(opts));
         try {
           const offset = parseSize(opts.offset, 'offset');
           const length = opts.length !== undefined ? parseSize(opts.length, 'length') : chain.virtualSize - offset;

@@ -5,12 +5,11 @@ import { merge } from '../ops/merge.js';
 import { rebase } from '../ops/rebase.js';
 import { reparent } from '../ops/reparent.js';
 import { EXIT, interruptSignal, printJson, progressBar } from './output.js';
+import { SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
 import { formatBytes } from './sizes.js';
 
 type Run = (action: () => Promise<number>, json: boolean) => Promise<void>;
 
-const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
-const searchPathHelp = 'a folder to search for parents by identity when stored paths are stale (repeatable); parents may live there';
 
 export function registerMergeCommands(program: Command, run: Run): void {
   program
@@ -20,7 +19,7 @@ export function registerMergeCommands(program: Command, run: Run): void {
     .option('--into <ancestor>', 'the ancestor to merge into (default: the parent)')
     .option('--keep', 'keep the merged files (default: remove them once the merge is durable)')
     .option('--verify', 'hash the content before and after and report whether it is the same')
-    .option('--search-path <dir>', searchPathHelp, collect)
+    .option(...SEARCH_PATH_OPTION)
     .option('--json', 'print JSON')
     .action((child: string, opts: { into?: string; keep?: boolean; verify?: boolean; searchPath?: string[]; json?: boolean }) =>
       run(async () => {
@@ -30,7 +29,7 @@ export function registerMergeCommands(program: Command, run: Run): void {
             ...(opts.into ? { into: opts.into } : {}),
             keep: opts.keep ?? false,
             verify: opts.verify ?? false,
-            ...(opts.searchPath ? { searchPaths: opts.searchPath } : {}),
+            ...searchPathOptions(opts),
             signal: interruptSignal(),
             onProgress: bar.onProgress,
           });
@@ -60,11 +59,11 @@ export function registerMergeCommands(program: Command, run: Run): void {
     .argument('<child>')
     .argument('<new-parent>')
     .option('--ignore-id-mismatch', 'accept a parent whose identity differs from what the child recorded, and record the new one')
-    .option('--search-path <dir>', searchPathHelp, collect)
+    .option(...SEARCH_PATH_OPTION)
     .option('--json', 'print JSON')
     .action((child: string, parent: string, opts: { ignoreIdMismatch?: boolean; searchPath?: string[]; json?: boolean }) =>
       run(async () => {
-        const result = await reparent(child, parent, { ignoreIdMismatch: opts.ignoreIdMismatch ?? false, ...(opts.searchPath ? { searchPaths: opts.searchPath } : {}) });
+        const result = await reparent(child, parent, { ignoreIdMismatch: opts.ignoreIdMismatch ?? false, ...searchPathOptions(opts) });
         if (opts.json) printJson(result);
         else process.stdout.write(`${child} now names ${parent} as its parent${result.identityMatched ? '' : ' (identity mismatch accepted and recorded)'}\n`);
         return EXIT.ok;
@@ -77,7 +76,7 @@ export function registerMergeCommands(program: Command, run: Run): void {
     .argument('<child>')
     .option('--onto <ancestor>', 'the ancestor the child will depend on directly')
     .option('--standalone', 'make the child a standalone dynamic disk')
-    .option('--search-path <dir>', searchPathHelp, collect)
+    .option(...SEARCH_PATH_OPTION)
     .option('--json', 'print JSON')
     .action((child: string, opts: { onto?: string; standalone?: boolean; searchPath?: string[]; json?: boolean }) =>
       run(async () => {
@@ -86,7 +85,7 @@ export function registerMergeCommands(program: Command, run: Run): void {
           const result = await rebase(child, {
             ...(opts.onto ? { onto: opts.onto } : {}),
             standalone: opts.standalone ?? false,
-            ...(opts.searchPath ? { searchPaths: opts.searchPath } : {}),
+            ...searchPathOptions(opts),
             signal: interruptSignal(),
             onProgress: bar.onProgress,
           });
@@ -104,11 +103,11 @@ export function registerMergeCommands(program: Command, run: Run): void {
     .command('measure')
     .description('the space a merge, rebase or convert of this disk needs, against the free space (read-only)')
     .argument('<disk>')
-    .option('--search-path <dir>', searchPathHelp, collect)
+    .option(...SEARCH_PATH_OPTION)
     .option('--json', 'print JSON')
     .action((disk: string, opts: { searchPath?: string[]; json?: boolean }) =>
       run(async () => {
-        const chain = await openChain(disk, opts.searchPath ? { searchPaths: opts.searchPath } : {});
+        const chain = await openChain(disk, searchPathOptions(opts));
         try {
           const m = await measureChain(chain);
           if (opts.json) printJson(m);

@@ -342,7 +342,7 @@ async function planTree(tree: ScanTree, { trees, catalog, stale, parentOf, cycle
     plan.commands.push(['diskchain', ...args].map(shellQuote).join(' '));
   };
   // diskchain opens a chain only from the folder of the disk named (and below) unless told of more
-  // folders: merge and reparent take --search-path for ancestors elsewhere; convert cannot.
+  // folders (--search-path), so ancestors elsewhere are named.
   const searchPaths = async (path: string): Promise<string[]> => {
     const from = await realpath(dirname(path)).catch(() => dirname(path));
     const dirs: string[] = [];
@@ -371,9 +371,7 @@ async function planTree(tree: ScanTree, { trees, catalog, stale, parentOf, cycle
   } else {
     for (const leaf of leaves) {
       const target = await freshPath(leaf.path, tree.format, taken);
-      const outside = await searchPaths(leaf.path);
-      if (outside.length > 0) plan.notes.push(`ancestors of ${leaf.path} live outside its folder (in ${outside.join(', ')}); convert takes no --search-path, so it may refuse them (PATH_NOT_ALLOWED)`);
-      add(['convert', leaf.path, target, '-O', tree.format], `write ${leaf.newest ? 'the newest state' : 'the state'} ${leaf.path} (through its chain) into the new standalone disk ${target}; nothing existing is changed`);
+      add(await withSearch(['convert', leaf.path, target, '-O', tree.format], leaf.path), `write ${leaf.newest ? 'the newest state' : 'the state'} ${leaf.path} (through its chain) into the new standalone disk ${target}; nothing existing is changed`);
       if (leaf.newest) plan.result = target;
     }
   }

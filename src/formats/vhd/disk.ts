@@ -146,6 +146,7 @@ export class VhdDisk implements VirtualDisk {
    * write, and the checksum then refuses the header rather than misread it.
    */
   async setParent(link: ParentLinkUpdate): Promise<void> {
+    if (this.closed) throw new DiskchainError('INVALID_ARGUMENT', 'the disk is closed', { file: this.path });
     if (this.readOnly) throw new DiskchainError('READ_ONLY', 'the disk is open read-only', { file: this.path });
     if (this.diskType !== 'differencing') throw new DiskchainError('UNSUPPORTED', `a ${this.diskType} disk has no parent to rewrite`, { file: this.path });
     await this.exclusive(async () => {
@@ -240,6 +241,7 @@ export class VhdDisk implements VirtualDisk {
       await this.source.write(encodeBatRange(this.layout.bat, lo, hi - lo + 1), this.layout.tableOffset + lo * 4);
       await this.source.flush();
       this.nextFree = newEnd;
+      this.layout.footerOffset = newEnd;
       this.layout.dataEnd = Math.max(this.layout.dataEnd, newEnd);
     } else if (bitmapUpdates.length > 0 && wroteExisting) {
       await this.source.flush();
