@@ -85,7 +85,7 @@ async function dynamicWith(path: string, content: Uint8Array): Promise<LinkIdent
   return id;
 }
 
-async function makeChain(d: string, seed: number): Promise<{ base: string; child: string; baseModel: Uint8Array; model: Uint8Array }> {
+async function makeChain(d: string, seed: number, childWrites = 10): Promise<{ base: string; child: string; baseModel: Uint8Array; model: Uint8Array }> {
   const baseModel = new Uint8Array(SIZE);
   new Rng(seed).fill(baseModel.subarray(0, 3 * MIB));
   const base = join(d, 'base.vhd');
@@ -96,7 +96,7 @@ async function makeChain(d: string, seed: number): Promise<{ base: string; child
     diskType: 'differencing', virtualSize: SIZE, blockSize: BLOCK,
     parent: { identity: baseId, virtualSize: SIZE, logicalSectorSize: 512, physicalSectorSize: 512, relativePath: '.\\base.vhd', absolutePath: base },
   });
-  await scribble(c, model, seed + 1, 10);
+  await scribble(c, model, seed + 1, childWrites);
   await c.close();
   return { base, child, baseModel, model };
 }
@@ -189,6 +189,26 @@ test('setParent on our chain with short and very long paths (the locator data mu
     { name: 'short paths again', parent: shortParent, link: linkTo(child, shortParent, ids.short) },
   ];
   for (const step of steps) await rewriteAndVerify(t, child, step, sha256(model), stale, oracles);
+});
+
+test('setParent between writes of one session: blocks allocated before it and after it, reopen and check agree', async () => {
+  const d = freshDir();
+  const { child, baseModel, model } = await makeChain(d, 15, 0);
+  const parent = join(d, 'p2.vhd');
+  const id = await dynamicWith(parent, baseModel);
+  const disk = await open(child, true);
+  const put = async (data: Uint8Array, at: number): Promise<void> => {
+    await disk.write(data, at);
+    model.set(data, at);
+  };
+  await put(randomBytesFrom(1, 8192), 4096); // allocates block 0 where the footer was
+  await disk.setParent!(linkTo(child, parent, id, { absolutePath: `C:\\${'w'.repeat(3000)}\\p2.vhd` }));
+  await put(randomBytesFrom(2, 4096), 2 * BLOCK + 4096); // allocates block 1 after the new locator data
+  await disk.setParent!(linkTo(child, parent, id));
+  await put(randomBytesFrom(3, 4096), 4 * MIB); // block 2
+  await disk.close();
+  await assertCheckClean(child, 'after the session');
+  assert.equal(await chainSha(child, parent), sha256(model));
 });
 
 test('setParent on a Windows-made differencing VHD (fat-differential.vhd): reads the same over a new all-zero parent', async (t) => {

@@ -177,6 +177,22 @@ test('setParent with short and very long paths: the item moves when it must, reo
   }
 });
 
+test('setParent between writes of one session: pending BAT changes are committed first, later writes land, reopen and check agree', async () => {
+  const d = freshDir();
+  const { base, child, model } = await makeChain(d, 15);
+  const parent = join(d, 'p2.vhdx');
+  const id = await copyAsNewParent(base, parent);
+  const disk = await open(child, true);
+  await scribble(disk, model, 16, 8);
+  await disk.setParent(linkTo(child, parent, id, { absolutePath: `C:\\${'w'.repeat(3000)}\\p2.vhdx` }));
+  await scribble(disk, model, 17, 8);
+  await disk.setParent(linkTo(child, parent, id));
+  await scribble(disk, model, 18, 8);
+  await disk.close();
+  await assertCheckClean(child, 'after the session');
+  assert.equal(await chainSha(child, parent), sha256(model));
+});
+
 test('parent_linkage2: kept when given, accepted by identityMatches, removed when not given; with the dataWriteGuid open option a merge-style write keeps the chain linked', async () => {
   const d = freshDir();
   const { base, child, baseId, model } = await makeChain(d, 20);

@@ -105,7 +105,7 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
   const expected = describeIdentity(ref.expected);
   const tail = `expected ${expected}; tried ${describeAttempts(attempts)}`;
   if (first) {
-    throw new DiskchainError('PARENT_MISMATCH', `no file with the identity ${child.path} recorded for its parent (the parent was changed or replaced after the child was made); ${tail}. Add --search-path to look for it by identity, or --ignore-id-mismatch to accept the file found`, { file: child.path, attempts });
+    throw new DiskchainError('PARENT_MISMATCH', `no file with the identity ${child.path} recorded for its parent (the parent was changed or replaced after the child was made); ${tail}. Add --search-path to look for it by identity; if the file found does hold the content the child was made on, accept it with --ignore-id-mismatch, or record it for good with 'diskchain reparent <child> <parent> --ignore-id-mismatch'`, { file: child.path, attempts });
   }
   const other = attempts.find((a) => a.result === 'other format');
   if (other) throw new DiskchainError('PARENT_MISMATCH', `${other.detail} (${other.tried}); ${tail}`, { file: child.path, attempts });

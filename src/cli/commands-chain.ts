@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { openChain } from '../chain/open-chain.js';
 import { compareChains } from '../ops/compare.js';
-import { SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
+import { IGNORE_ID_OPTION, SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
 import { EXIT, interruptSignal, printJson, progressBar } from './output.js';
 import { formatBytes } from './sizes.js';
 
@@ -14,7 +14,8 @@ export function registerChainCommands(program: Command, run: Run): void {
     .argument('<disk>')
     .option('--json', 'print JSON')
     .option(...SEARCH_PATH_OPTION)
-    .action((disk: string, opts: { json?: boolean; searchPath?: string[] }) =>
+    .option(...IGNORE_ID_OPTION)
+    .action((disk: string, opts: { json?: boolean; searchPath?: string[]; ignoreIdMismatch?: boolean }) =>
       run(async () => {
         const chain = await openChain(disk, searchPathOptions(opts));
         try {
@@ -50,7 +51,8 @@ export function registerChainCommands(program: Command, run: Run): void {
     .argument('<disk>')
     .option('--json', 'print JSON')
     .option(...SEARCH_PATH_OPTION)
-    .action((disk: string, opts: { json?: boolean; searchPath?: string[] }) =>
+    .option(...IGNORE_ID_OPTION)
+    .action((disk: string, opts: { json?: boolean; searchPath?: string[]; ignoreIdMismatch?: boolean }) =>
       run(async () => {
         const chain = await openChain(disk, searchPathOptions(opts));
         try {

@@ -2,7 +2,8 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import type { Command } from 'commander';
 import { convert } from '../api/convert.js';
 import { openChain } from '../chain/open-chain.js';
-import { SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
+import { refuseIfDependedOn } from '../ops/dependents.js';
+import { IGNORE_ID_OPTION, SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
 import { DiskchainError } from '../io/errors.js';
 import type { FormatName } from '../formats/types.js';
 import { EXIT, interruptSignal, printJson, progressBar } from './output.js';
@@ -56,7 +57,8 @@ export function registerDataCommands(program: Command, run: Run): void {
     .option('--length <n>', 'bytes to read (default: to the end)')
     .option('-o, --output <file>', 'write here instead of stdout')
     .option(...SEARCH_PATH_OPTION)
-    .action((disk: string, opts: { offset: string; length?: string; output?: string; searchPath?: string[] }) =>
+    .option(...IGNORE_ID_OPTION)
+    .action((disk: string, opts: { offset: string; length?: string; output?: string; searchPath?: string[]; ignoreIdMismatch?: boolean }) =>
       run(async () => {
         const chain = await openChain(disk, searchPathOptions(opts));
         try {
@@ -85,9 +87,11 @@ export function registerDataCommands(program: Command, run: Run): void {
     .requiredOption('--offset <n>', 'first byte to write')
     .option('--input <file>', 'read the bytes from this file, or - for stdin', '-')
     .option('--json', 'print JSON')
-    .action((disk: string, opts: { offset: string; input: string; json?: boolean }) =>
+    .option('--ignore-dependents', 'write even though other disks in the same folder depend on this one (their content would change under them)')
+    .action((disk: string, opts: { offset: string; input: string; json?: boolean; ignoreDependents?: boolean }) =>
       run(async () => {
         const offset = parseSize(opts.offset, 'offset');
+        if (!opts.ignoreDependents) await refuseIfDependedOn(disk);
         const chain = await openChain(disk, { writable: true });
         let written = 0;
         try {

@@ -7,7 +7,10 @@ export const SEARCH_PATH_OPTION = [
   collect,
 ] as const;
 
-/** The openChain options for a parsed --search-path. */
-export function searchPathOptions(opts: { searchPath?: string[] }): { searchPaths?: string[] } {
-  return opts.searchPath ? { searchPaths: opts.searchPath } : {};
+/** `.option(...IGNORE_ID_OPTION)`: read through a parent whose identity does not match. */
+export const IGNORE_ID_OPTION = ['--ignore-id-mismatch', 'read through a parent whose identity differs from what the child recorded (nothing is rewritten)'] as const;
+
+/** The openChain options for a parsed --search-path (and --ignore-id-mismatch where the command has it). */
+export function searchPathOptions(opts: { searchPath?: string[]; ignoreIdMismatch?: boolean }): { searchPaths?: string[]; ignoreIdMismatch?: boolean } {
+  return { ...(opts.searchPath ? { searchPaths: opts.searchPath } : {}), ...(opts.ignoreIdMismatch ? { ignoreIdMismatch: true } : {}) };
 }

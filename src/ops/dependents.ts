@@ -1,5 +1,8 @@
 import { dirname, resolve } from 'node:path';
+import { realpath } from 'node:fs/promises';
+import { DiskchainError } from '../io/errors.js';
 import { catalogFolders, childrenOf } from '../chain/catalog.js';
+import { openDisk } from '../chain/open-disk.js';
 import type { LinkIdentity } from '../formats/types.js';
 
 /** A disk (found in the folders searched) whose recorded parent is one of the disks asked about. */
@@ -34,4 +37,16 @@ export async function findDependents(
     }
   });
   return out;
+}
+
+/** Refuses (HAS_DEPENDENTS) to let a disk change when another disk in its folder records it as parent. */
+export async function refuseIfDependedOn(path: string): Promise<void> {
+  const disk = await openDisk(path).catch(() => undefined);
+  if (!disk || disk.format === 'raw') return void (await disk?.close());
+  const identity = disk.identity();
+  await disk.close();
+  const found = await findDependents([{ path, identities: [identity] }], new Set([await realpath(path)]));
+  if (found.length > 0) {
+    throw new DiskchainError('HAS_DEPENDENTS', `refusing to write into ${path}: ${found.map((d) => d.path).join(', ')} depend${found.length === 1 ? 's' : ''} on it and would change under ${found.length === 1 ? 'it' : 'them'} (a checkpoint's parent must not change). Write into the newest checkpoint instead, or pass --ignore-dependents`, { file: path, dependents: found.map((d) => d.path) });
+  }
 }

@@ -1,4 +1,4 @@
-import { realpath, rm } from 'node:fs/promises';
+import { realpath, rm, stat, utimes } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { DiskchainError } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
@@ -198,13 +198,18 @@ async function copyPhase(journalPath: string, journal: MergeJournal, options: Me
     const lowest = chain.layers[k - 1]!;
     if (sessionGuid && lowest.parent?.alternateDataWriteGuid !== sessionGuid) {
       await chain.close();
-      const disk = await openDisk(journal.layers[k - 1]!.path, { writable: true });
+      const lowestPath = journal.layers[k - 1]!.path;
+      // Bookkeeping, not new content: the file keeps its modification time, so a kept layer (--keep)
+      // does not pass for the newest state of the VM in a later scan.
+      const times = await stat(lowestPath);
+      const disk = await openDisk(lowestPath, { writable: true });
       try {
         if (!disk.setParent || !disk.parent) throw new DiskchainError('UNSUPPORTED', `cannot record the merge in ${disk.path}`, { file: disk.path });
         await disk.setParent(linkTo(disk.path, journal.target.path, disk.parent.expected, sessionGuid));
       } finally {
         await disk.close();
       }
+      await utimes(lowestPath, times.atime, times.mtime);
       return await copyPhase(journalPath, journal, options);
     }
     await chain.layers[k]!.close();

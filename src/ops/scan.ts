@@ -1,10 +1,11 @@
 import { realpath, stat } from 'node:fs/promises';
 import { basename, dirname, extname, isAbsolute, join, relative } from 'node:path';
-import { catalogFolders, parentCandidates, type Catalog, type CatalogEntry, type CatalogOptions, type CatalogProblem } from '../chain/catalog.js';
-import { describeIdentity } from '../chain/identity.js';
+import { catalogFolders, type Catalog, type CatalogEntry, type CatalogOptions, type CatalogProblem } from '../chain/catalog.js';
+import { describeIdentity, identityMatches } from '../chain/identity.js';
 import { parentPathCandidates } from '../chain/locate.js';
+import { MAX_CHAIN_DEPTH } from '../chain/open-chain.js';
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
-import type { LinkIdentity, ParentLocatorEntry } from '../formats/types.js';
+import type { LinkIdentity, ParentLocatorEntry, ParentReference } from '../formats/types.js';
 import type { LongOperationOptions } from './progress.js';
 
 /** Options of a scan; progress counts files linked (done, total) after the folders are catalogued. */
@@ -135,11 +136,18 @@ export async function scanFolders(folders: string[], options: ScanOptions = {}):
   const orphans: ScanOrphan[] = [];
   const mismatches: ScanMismatch[] = [];
   const staleLinks: ScanStaleLink[] = [];
+  // Candidates by identity through an index (parentCandidates scans every entry: quadratic over a big folder).
+  const byLinkId = groupBy(catalog.entries, (e) => linkKey(e.identity));
+  const candidatesOf = (ref: ParentReference): CatalogEntry[] => {
+    const keys = [linkKey(ref.expected), ...(ref.alternateDataWriteGuid ? [linkKey({ format: 'vhdx', dataWriteGuid: ref.alternateDataWriteGuid })] : [])];
+    const found = new Set(keys.flatMap((k) => byLinkId.get(k) ?? []).filter((e) => identityMatches(ref, e.identity)));
+    return [...found].sort((a, b) => (a.path < b.path ? -1 : 1));
+  };
   const children = catalog.entries.filter((e) => e.parent);
   for (const [i, child] of children.entries()) {
     throwIfAborted(options.signal);
     const ref = child.parent!;
-    const matches = parentCandidates(catalog, ref);
+    const matches = candidatesOf(ref);
     const targets: LocatorTarget[] = [];
     let chosen: CatalogEntry | undefined;
     const mismatchFound: Array<{ t: LocatorTarget; entry?: CatalogEntry }> = [];
@@ -186,7 +194,12 @@ export async function scanFolders(folders: string[], options: ScanOptions = {}):
 
   const cycles = cutCycles(catalog.entries, parentOf);
   const trees = buildTrees(catalog, parentOf);
-  const context: PlanContext = { trees, catalog, stale, parentOf, cycles, orphans, taken: new Set(catalog.entries.map((e) => e.path)) };
+  const context: PlanContext = {
+    catalog, stale, parentOf, cycles, orphans,
+    incomplete: trees.filter((t) => !t.complete),
+    entry: new Map(catalog.entries.map((e) => [e.path, e])),
+    taken: new Set(catalog.entries.map((e) => e.path)),
+  };
   const plan: TreePlan[] = [];
   for (const tree of trees) plan.push(await planTree(tree, context));
   const dirtyLogs = catalog.entries
@@ -247,13 +260,20 @@ function cutCycles(entries: CatalogEntry[], parentOf: Map<CatalogEntry, CatalogE
 
 function buildTrees(catalog: Catalog, parentOf: Map<CatalogEntry, CatalogEntry>): ScanTree[] {
   const kids = new Map<CatalogEntry, CatalogEntry[]>();
-  for (const [child, parent] of parentOf) kids.set(parent, [...(kids.get(parent) ?? []), child]);
+  for (const [child, parent] of parentOf) {
+    const list = kids.get(parent);
+    if (list) list.push(child);
+    else kids.set(parent, [child]);
+  }
   const interiorIds = new Map<string, CatalogEntry>();
   for (const e of catalog.entries) if (kids.has(e)) interiorIds.set(identityKey(e.identity), e);
   const trees: ScanTree[] = [];
   for (const root of catalog.entries.filter((e) => !parentOf.has(e))) {
     const nodes: ScanNode[] = [];
-    const walk = (e: CatalogEntry, depth: number): void => {
+    // Depth first, iteratively (a hostile folder may hold very long chains).
+    const stack: Array<[CatalogEntry, number]> = [[root, 0]];
+    while (stack.length > 0) {
+      const [e, depth] = stack.pop()!;
       const under = [...(kids.get(e) ?? [])].sort((a, b) => (a.path < b.path ? -1 : 1));
       const copyOf = under.length === 0 ? interiorIds.get(identityKey(e.identity)) : undefined;
       nodes.push({
@@ -261,11 +281,14 @@ function buildTrees(catalog: Catalog, parentOf: Map<CatalogEntry, CatalogEntry>)
         mtime: new Date(e.mtimeMs).toISOString(), mtimeMs: e.mtimeMs, depth, parent: parentOf.get(e)?.path ?? null,
         children: under.map((c) => c.path), dirtyLog: e.dirtyLog, ...(copyOf && copyOf !== e ? { duplicateOf: copyOf.path } : {}),
       });
-      for (const c of under) walk(c, depth + 1);
-    };
-    walk(root, 0);
+      for (const c of under.reverse()) stack.push([c, depth + 1]);
+    }
     const byPath = new Map(nodes.map((n) => [n.path, n]));
-    const chainOf = (n: ScanNode): string[] => (n.parent ? [n.path, ...chainOf(byPath.get(n.parent)!)] : [n.path]);
+    const chainOf = (n: ScanNode): string[] => {
+      const chain = [n.path];
+      for (let at = n.parent; at !== null; at = byPath.get(at)!.parent) chain.push(at);
+      return chain;
+    };
     const leaves = nodes
       .filter((n) => n.children.length === 0)
       .sort((a, b) => Number(a.duplicateOf !== undefined) - Number(b.duplicateOf !== undefined) || b.mtimeMs - a.mtimeMs || (a.path < b.path ? -1 : 1))
@@ -278,20 +301,36 @@ function buildTrees(catalog: Catalog, parentOf: Map<CatalogEntry, CatalogEntry>)
   return trees;
 }
 
+/** What identityMatches compares first: the DataWriteGuid, or the VHD unique id (its timestamp may be 0). */
+function linkKey(id: LinkIdentity): string {
+  return id.format === 'vhdx' ? `vhdx:${id.dataWriteGuid}` : `vhd:${id.uniqueId.toLowerCase()}`;
+}
+
 function identityKey(id: LinkIdentity): string {
   return id.format === 'vhdx' ? `vhdx:${id.dataWriteGuid}` : `vhd:${id.uniqueId.toLowerCase()}:${id.timestamp}`;
 }
 
-function duplicatesOf(entries: CatalogEntry[]): ScanReport['duplicates'] {
+/** Entries grouped by `key`, each group in catalog order. */
+function groupBy(entries: CatalogEntry[], key: (e: CatalogEntry) => string): Map<string, CatalogEntry[]> {
   const groups = new Map<string, CatalogEntry[]>();
-  for (const e of entries) groups.set(identityKey(e.identity), [...(groups.get(identityKey(e.identity)) ?? []), e]);
+  for (const e of entries) {
+    const list = groups.get(key(e));
+    if (list) list.push(e);
+    else groups.set(key(e), [e]);
+  }
+  return groups;
+}
+
+function duplicatesOf(entries: CatalogEntry[]): ScanReport['duplicates'] {
+  const groups = groupBy(entries, (e) => identityKey(e.identity));
   return [...groups.values()].filter((g) => g.length > 1).map((g) => ({ identity: g[0]!.identity, paths: g.map((e) => e.path) }));
 }
 
-/** The commands that turn a tree's newest leaf into one standalone disk, or a note why not. */
 interface PlanContext {
-  trees: ScanTree[];
   catalog: Catalog;
+  /** Trees whose base is missing or whose root was cut from a cycle. */
+  incomplete: ScanTree[];
+  entry: Map<string, CatalogEntry>;
   /** Children whose stored paths do not lead to the parent found by identity. */
   stale: Set<CatalogEntry>;
   parentOf: Map<CatalogEntry, CatalogEntry>;
@@ -301,9 +340,9 @@ interface PlanContext {
   taken: Set<string>;
 }
 
-async function planTree(tree: ScanTree, { trees, catalog, stale, parentOf, cycles, orphans, taken }: PlanContext): Promise<TreePlan> {
+/** The commands that turn a tree's newest leaf into one standalone disk, or a note why not. */
+async function planTree(tree: ScanTree, { catalog, incomplete, entry, stale, parentOf, cycles, orphans, taken }: PlanContext): Promise<TreePlan> {
   const plan: TreePlan = { root: tree.root, action: 'none', steps: [], commands: [], result: null, notes: [] };
-  const entry = new Map(catalog.entries.map((e) => [e.path, e]));
   const rootEntry = entry.get(tree.root)!;
   if (!tree.complete) {
     if (cycles.some((c) => c.includes(rootEntry))) plan.notes.push(`${tree.root} is part of a parent cycle (see cycles): its link was not followed; no commands are safe until the cycle is broken`);
@@ -326,8 +365,13 @@ async function planTree(tree: ScanTree, { trees, catalog, stale, parentOf, cycle
     plan.notes.push(`${sectorClash.path} and its parent ${sectorClash.parent} have different logical sector sizes; diskchain refuses such a chain, so no commands are given`);
     return plan;
   }
+  const deepest = tree.nodes.reduce((m, n) => Math.max(m, n.depth), 0);
+  if (deepest >= MAX_CHAIN_DEPTH) {
+    plan.notes.push(`a chain in this tree is ${deepest + 1} disks deep; diskchain opens at most ${MAX_CHAIN_DEPTH}, so no commands are given`);
+    return plan;
+  }
   const branching = tree.nodes.filter((n) => n.children.length > 1);
-  const related = trees.filter((t) => !t.complete && t.format === tree.format && entry.get(t.root)!.virtualSize === rootEntry.virtualSize);
+  const related = incomplete.filter((t) => t.format === tree.format && entry.get(t.root)!.virtualSize === rootEntry.virtualSize);
   const cautions: string[] = [];
   for (const b of branching) cautions.push(`${b.path} has ${b.children.length} children (${b.children.join(', ')}): merging would change it under the other branches, so each leaf is converted to a new standalone disk instead (non-destructive)`);
   if (related.length > 0) cautions.push(`disks whose parent is missing or in a cycle (${related.map((t) => t.root).join(', ')}) have this tree's format and size and may descend from it: merging could destroy a parent they need, so leaves are converted instead (non-destructive)`);
