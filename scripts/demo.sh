@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: make a base disk, write data, take a checkpoint (a differencing child), write more,
-# inspect and check both, flatten the chain into one standalone VHDX and show qemu-img reads it the same.
+# inspect and check both, flatten the chain into one standalone VHDX and show qemu-img reads it the same;
+# then a second checkpoint and an in-place merge of both into the base.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 dc() { node "$here/dist/src/cli/main.js" "$@"; }
@@ -44,4 +45,20 @@ if command -v qemu-img >/dev/null; then
   cmp chain.raw qemu.raw && echo "qemu-img reads the merged disk exactly as diskchain reads the chain"
 else
   echo "(qemu-img is not installed: apt-get install qemu-utils to see the independent check)"
+fi
+
+step "7. a second checkpoint, then merge both checkpoints into the base in place (Merge-VHD), verified"
+dc create checkpoint2.avhdx --parent checkpoint.avhdx
+echo "written in the second checkpoint" | dc write checkpoint2.avhdx --offset 200M
+dc read checkpoint2.avhdx -o before.raw
+dc chain checkpoint2.avhdx
+dc measure checkpoint2.avhdx
+dc merge checkpoint2.avhdx --into base.vhdx --verify
+ls -1 "$work" | grep -v '\.raw$\|\.bin$'
+dc read base.vhdx -o after.raw
+cmp before.raw after.raw && echo "diskchain: the base alone now reads what the newest checkpoint read"
+dc check base.vhdx
+if command -v qemu-img >/dev/null; then
+  qemu-img convert -f vhdx -O raw base.vhdx qemu2.raw
+  cmp before.raw qemu2.raw && echo "qemu-img agrees"
 fi
