@@ -106,7 +106,12 @@ test('bad input: a clear typed error, the documented exit code, and no file chan
   // A broken chain: the parent changed after the child was made.
   const snapSha = sha(join(dir, 'snap.avhdx'));
   copyFileSync(join(dir, 'base.vhdx'), join(dir, 'base.keep'));
-  assert.equal(dc(['write', 'base.vhdx', '--offset', '0'], Buffer.alloc(512, 1)).status, 0);
+  const baseSha = sha(join(dir, 'base.vhdx'));
+  const refused = dc(['write', 'base.vhdx', '--offset', '0'], Buffer.alloc(512, 1));
+  assert.equal(refused.status, 4, 'writing into a disk a checkpoint depends on is refused');
+  assert.match(refused.stderr, /HAS_DEPENDENTS.*snap\.avhdx/);
+  assert.equal(sha(join(dir, 'base.vhdx')), baseSha);
+  assert.equal(dc(['write', 'base.vhdx', '--offset', '0', '--ignore-dependents'], Buffer.alloc(512, 1)).status, 0);
   const broken = dc(['read', 'snap.avhdx', '--length', '512']);
   assert.equal(broken.status, 4);
   assert.match(broken.stderr, /PARENT_MISMATCH/);
