@@ -6,16 +6,15 @@
  */
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openChain } from '../src/chain/open-chain.js';
 import { vhdDriver } from '../src/formats/vhd/driver.js';
 import type { LinkIdentity, ParentLinkUpdate, ParentReference, VirtualDisk } from '../src/formats/types.js';
 import { FileSource } from '../src/io/file-source.js';
 import { MemorySource } from '../src/io/memory-source.js';
 import { FIXTURES, pyvhdiSha256, qemuImg, requireOracle } from './helpers/oracles.js';
-import { assertCode, assertOneOf, crashStates, layerFingerprint, runSetParentWriter } from './helpers/set-parent-util.js';
+import { assertCheckClean, assertCode, assertOneOf, chainSha, crashStates, layerFingerprint, linkFor, runSetParentWriter } from './helpers/set-parent-util.js';
 import { RecordingSource } from './helpers/vhd-util.js';
 import { describeFindings, fileSha256, MIB, randomBytesFrom, Rng, sha256, tempDir } from './helpers/vhdx-util.js';
 
@@ -45,19 +44,7 @@ async function peek<T>(path: string, fn: (disk: VirtualDisk) => T | Promise<T>):
   }
 }
 
-async function checkFindings(path: string) {
-  const src = await FileSource.open(path);
-  try {
-    return await vhdDriver.check(src);
-  } finally {
-    await src.close();
-  }
-}
 
-async function assertCheckClean(path: string, what: string): Promise<void> {
-  const findings = await checkFindings(path);
-  assert.deepEqual(findings.filter((f) => f.severity !== 'info'), [], `${what}:\n${describeFindings(findings)}`);
-}
 
 /** Writes in whole, aligned 4 KiB units (libvhdi misreads partial bitmap bytes; see docs/formats/vhd.md). */
 async function scribble(disk: VirtualDisk, model: Uint8Array, seed: number, count: number): Promise<void> {
@@ -101,21 +88,7 @@ async function makeChain(d: string, seed: number, childWrites = 10): Promise<{ b
   return { base, child, baseModel, model };
 }
 
-function linkTo(child: string, parent: string, identity: LinkIdentity, extra: Partial<ParentLinkUpdate> = {}): ParentLinkUpdate {
-  return { identity, relativePath: `.\\${relative(dirname(child), parent).split('/').join('\\')}`, absolutePath: parent, ...extra };
-}
 
-async function chainSha(path: string, expectParent: string): Promise<string> {
-  const chain = await openChain(path);
-  try {
-    assert.equal(chain.links[0]?.parentPath, expectParent, 'the chain found another parent');
-    const buf = new Uint8Array(chain.virtualSize);
-    await chain.read(buf, 0);
-    return sha256(buf);
-  } finally {
-    await chain.close();
-  }
-}
 
 /** The dynamic header at 512, with its checksum verified independently (one's complement of the byte sum). */
 function headerAt512(path: string): Uint8Array {
@@ -158,7 +131,7 @@ async function rewriteAndVerify(t: { diagnostic(s: string): void }, child: strin
   await after.close();
   const headerAfter = headerAt512(child);
   assert.deepEqual([headerAfter.subarray(0, 36), headerAfter.subarray(768)], [headerBefore.subarray(0, 36), headerBefore.subarray(768)], 'bytes outside the parent fields changed');
-  await assertCheckClean(child, step.name);
+  await assertCheckClean(vhdDriver, child, step.name);
   assert.equal(await chainSha(child, step.parent), expectedSha, `${step.name}: chain content`);
   if (oracles.pyvhdi) {
     assert.equal(pyvhdiSha256(child, [step.parent]), expectedSha, `${step.name}: pyvhdi reads the chain differently`);
@@ -183,10 +156,10 @@ test('setParent on our chain with short and very long paths (the locator data mu
   const ids = { long: await dynamicWith(longParent, baseModel), short: await dynamicWith(shortParent, baseModel) };
   const oracles = { pyvhdi: requireOracle(t, 'pyvhdi'), qemu: requireOracle(t, 'qemu-img') };
   const steps: Step[] = [
-    { name: 'long paths', parent: longParent, link: linkTo(child, longParent, ids.long) },
-    { name: 'short paths', parent: shortParent, link: linkTo(child, shortParent, ids.short) },
-    { name: 'a 32000-character Windows absolute path', parent: longParent, link: linkTo(child, longParent, ids.long, { absolutePath: `C:\\${'x'.repeat(32000)}\\p-long.vhd` }) },
-    { name: 'short paths again', parent: shortParent, link: linkTo(child, shortParent, ids.short) },
+    { name: 'long paths', parent: longParent, link: linkFor(child, longParent, ids.long) },
+    { name: 'short paths', parent: shortParent, link: linkFor(child, shortParent, ids.short) },
+    { name: 'a 32000-character Windows absolute path', parent: longParent, link: linkFor(child, longParent, ids.long, { absolutePath: `C:\\${'x'.repeat(32000)}\\p-long.vhd` }) },
+    { name: 'short paths again', parent: shortParent, link: linkFor(child, shortParent, ids.short) },
   ];
   for (const step of steps) await rewriteAndVerify(t, child, step, sha256(model), stale, oracles);
 });
@@ -202,12 +175,12 @@ test('setParent between writes of one session: blocks allocated before it and af
     model.set(data, at);
   };
   await put(randomBytesFrom(1, 8192), 4096); // allocates block 0 where the footer was
-  await disk.setParent!(linkTo(child, parent, id, { absolutePath: `C:\\${'w'.repeat(3000)}\\p2.vhd` }));
+  await disk.setParent!(linkFor(child, parent, id, { absolutePath: `C:\\${'w'.repeat(3000)}\\p2.vhd` }));
   await put(randomBytesFrom(2, 4096), 2 * BLOCK + 4096); // allocates block 1 after the new locator data
-  await disk.setParent!(linkTo(child, parent, id));
+  await disk.setParent!(linkFor(child, parent, id));
   await put(randomBytesFrom(3, 4096), 4 * MIB); // block 2
   await disk.close();
-  await assertCheckClean(child, 'after the session');
+  await assertCheckClean(vhdDriver, child, 'after the session');
   assert.equal(await chainSha(child, parent), sha256(model));
 });
 
@@ -227,8 +200,8 @@ test('setParent on a Windows-made differencing VHD (fat-differential.vhd): reads
   await dynamicWith(stale, new Uint8Array(4 * MIB));
   const expected = '9e96fac774e2e3606e0e3d5f1152844ca3c6a45ed45e61f36586b2cd60b19d3f'; // manifest: contentSha256OverZeroParent
   const oracles = { pyvhdi: requireOracle(t, 'pyvhdi'), qemu: requireOracle(t, 'qemu-img') };
-  await rewriteAndVerify(t, child, { name: 'short', parent, link: linkTo(child, parent, id) }, expected, stale, oracles);
-  const long = linkTo(child, parent, id, { absolutePath: `C:\\${'vm-folder\\'.repeat(900)}zero-parent.vhd` });
+  await rewriteAndVerify(t, child, { name: 'short', parent, link: linkFor(child, parent, id) }, expected, stale, oracles);
+  const long = linkFor(child, parent, id, { absolutePath: `C:\\${'vm-folder\\'.repeat(900)}zero-parent.vhd` });
   await rewriteAndVerify(t, child, { name: 'long', parent, link: long }, expected, stale, oracles);
 });
 
@@ -308,7 +281,7 @@ test('crash safety: setParent SIGKILLed at 30 moments, rounds cumulative: opens,
     if (outcome.killed) killed++;
     const allowed = outcome.acked === 0 ? [current, refs[0]!] : [refs[(outcome.acked - 1) % 2]!, refs[outcome.acked % 2]!];
     const sha = fileSha256(child);
-    await assertCheckClean(child, `${what}, before any repair`);
+    await assertCheckClean(vhdDriver, child, `${what}, before any repair`);
     const ro = await open(child);
     inFlight += assertOneOf(ro.parent, allowed, what);
     assert.equal(await layerFingerprint(ro), print, `${what}: the layer's contents changed`);
@@ -317,7 +290,7 @@ test('crash safety: setParent SIGKILLed at 30 moments, rounds cumulative: opens,
     await ro.close();
     assert.equal(fileSha256(child), sha, `${what}: a read-only open or check changed the file`);
     await (await open(child, true)).close();
-    await assertCheckClean(child, `${what}, after a writable open`);
+    await assertCheckClean(vhdDriver, child, `${what}, after a writable open`);
   }
   t.diagnostic(`kills ${killed}, rounds showing the call in flight ${inFlight}`);
   assert.ok(killed >= 28, `only ${killed} rounds ended in a kill`);

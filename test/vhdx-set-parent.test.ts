@@ -5,10 +5,9 @@
  */
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openChain } from '../src/chain/open-chain.js';
 import { identityMatches } from '../src/chain/identity.js';
 import { vhdxDriver } from '../src/formats/vhdx/driver.js';
 import type { VhdxDisk } from '../src/formats/vhdx/disk.js';
@@ -17,7 +16,7 @@ import { FileSource } from '../src/io/file-source.js';
 import { NULL_GUID, randomGuid } from '../src/io/guid.js';
 import { MemorySource } from '../src/io/memory-source.js';
 import { pyvhdiSha256, requireOracle } from './helpers/oracles.js';
-import { assertCode, assertOneOf, crashStates, layerFingerprint, runSetParentWriter } from './helpers/set-parent-util.js';
+import { assertCheckClean, assertCode, assertOneOf, chainSha, crashStates, layerFingerprint, linkFor, runSetParentWriter } from './helpers/set-parent-util.js';
 import { RecordingSource } from './helpers/vhd-util.js';
 import { relayoutMetadata } from './helpers/vhdx-metadata.js';
 import { describeFindings, fileSha256, MIB, randomBytesFrom, Rng, sha256, tempDir } from './helpers/vhdx-util.js';
@@ -108,26 +107,8 @@ async function copyAsNewParent(src: string, dst: string): Promise<LinkIdentity> 
   return id;
 }
 
-function linkTo(child: string, parent: string, identity: LinkIdentity, extra: Partial<ParentLinkUpdate> = {}): ParentLinkUpdate {
-  return { identity, relativePath: `.\\${relative(dirname(child), parent).split('/').join('\\')}`, absolutePath: parent, ...extra };
-}
 
-async function assertCheckClean(path: string, what: string): Promise<void> {
-  const findings = await checkFindings(path);
-  assert.deepEqual(findings.filter((f) => f.severity !== 'info'), [], `${what}:\n${describeFindings(findings)}`);
-}
 
-async function chainSha(path: string, expectParent: string): Promise<string> {
-  const chain = await openChain(path);
-  try {
-    assert.equal(chain.links[0]?.parentPath, expectParent, 'the chain found another parent');
-    const buf = new Uint8Array(chain.virtualSize);
-    await chain.read(buf, 0);
-    return sha256(buf);
-  } finally {
-    await chain.close();
-  }
-}
 
 const locatorItem = (d: VhdxDisk) => d.layout.metadataEntries.find((e) => e.itemId === 'a8d35f2d-b30b-454d-abf7-d3d84834ab0c' && !e.isUser)!;
 
@@ -142,9 +123,9 @@ test('setParent with short and very long paths: the item moves when it must, reo
   const shortParent = join(d, 'p.vhdx');
   const ids = { long: await copyAsNewParent(oldBase, longParent), short: await copyAsNewParent(oldBase, shortParent) };
   const steps: Array<{ name: string; parent: string; link: ParentLinkUpdate; moves: boolean }> = [
-    { name: 'long relative and absolute paths', parent: longParent, link: linkTo(child, longParent, ids.long), moves: true },
-    { name: 'short paths', parent: shortParent, link: linkTo(child, shortParent, ids.short), moves: false },
-    { name: 'a 32000-character Windows absolute path', parent: longParent, link: linkTo(child, longParent, ids.long, { absolutePath: `C:\\${'x'.repeat(32000)}\\p-long.vhdx` }), moves: false },
+    { name: 'long relative and absolute paths', parent: longParent, link: linkFor(child, longParent, ids.long), moves: true },
+    { name: 'short paths', parent: shortParent, link: linkFor(child, shortParent, ids.short), moves: false },
+    { name: 'a 32000-character Windows absolute path', parent: longParent, link: linkFor(child, longParent, ids.long, { absolutePath: `C:\\${'x'.repeat(32000)}\\p-long.vhdx` }), moves: false },
   ];
   const pyvhdi = requireOracle(t, 'pyvhdi');
   for (const step of steps) {
@@ -168,7 +149,7 @@ test('setParent with short and very long paths: the item moves when it must, reo
     else assert.equal(item.offset, beforeItem.offset, `${step.name}: the item should have stayed`);
     assert.equal(await layerFingerprint(after), beforePrint, `${step.name}: the layer's own contents changed`);
     await after.close();
-    await assertCheckClean(child, step.name);
+    await assertCheckClean(vhdxDriver, child, step.name);
     assert.equal(await chainSha(child, step.parent), sha256(model), `${step.name}: chain content`);
     if (pyvhdi) {
       assert.equal(pyvhdiSha256(child, [step.parent]), sha256(model), `${step.name}: pyvhdi reads the chain differently`);
@@ -184,12 +165,12 @@ test('setParent between writes of one session: pending BAT changes are committed
   const id = await copyAsNewParent(base, parent);
   const disk = await open(child, true);
   await scribble(disk, model, 16, 8);
-  await disk.setParent(linkTo(child, parent, id, { absolutePath: `C:\\${'w'.repeat(3000)}\\p2.vhdx` }));
+  await disk.setParent(linkFor(child, parent, id, { absolutePath: `C:\\${'w'.repeat(3000)}\\p2.vhdx` }));
   await scribble(disk, model, 17, 8);
-  await disk.setParent(linkTo(child, parent, id));
+  await disk.setParent(linkFor(child, parent, id));
   await scribble(disk, model, 18, 8);
   await disk.close();
-  await assertCheckClean(child, 'after the session');
+  await assertCheckClean(vhdxDriver, child, 'after the session');
   assert.equal(await chainSha(child, parent), sha256(model));
 });
 
@@ -198,7 +179,7 @@ test('parent_linkage2: kept when given, accepted by identityMatches, removed whe
   const { base, child, baseId, model } = await makeChain(d, 20);
   const alt = randomGuid();
   const disk = await open(child, true);
-  await disk.setParent(linkTo(child, base, baseId, { alternateDataWriteGuid: `{${alt.toUpperCase()}}` }));
+  await disk.setParent(linkFor(child, base, baseId, { alternateDataWriteGuid: `{${alt.toUpperCase()}}` }));
   await disk.close();
   let ref = await peek(child, (p) => p.parent!);
   assert.equal(ref.alternateDataWriteGuid, alt);
@@ -216,7 +197,7 @@ test('parent_linkage2: kept when given, accepted by identityMatches, removed whe
   assert.equal(await chainSha(child, base), sha256(model));
 
   const again = await open(child, true);
-  await again.setParent(linkTo(child, base, { format: 'vhdx', dataWriteGuid: alt }));
+  await again.setParent(linkFor(child, base, { format: 'vhdx', dataWriteGuid: alt }));
   await again.close();
   const reopened = await open(child);
   ref = reopened.parent!;
@@ -225,7 +206,7 @@ test('parent_linkage2: kept when given, accepted by identityMatches, removed whe
   assert.ok(identityMatches(ref, { format: 'vhdx', dataWriteGuid: alt }));
   assert.ok(!identityMatches(ref, baseId), 'the old DataWriteGuid still matches');
   await reopened.close();
-  await assertCheckClean(child, 'after removing parent_linkage2');
+  await assertCheckClean(vhdxDriver, child, 'after removing parent_linkage2');
 });
 
 test('dataWriteGuid open option: the first write sets exactly it; read-only, write-free and setParent-only sessions leave DataWriteGuid alone', async () => {
@@ -350,7 +331,7 @@ test('crash safety: setParent SIGKILLed at 30 moments, rounds cumulative: opens,
     assert.deepEqual(rw.parent, ro.parent, `${what}: replay shows another parent`);
     assert.deepEqual(rw.identity(), id, `${what}: replay changed DataWriteGuid`);
     await rw.close();
-    await assertCheckClean(child, `${what}, after a writable open`);
+    await assertCheckClean(vhdxDriver, child, `${what}, after a writable open`);
     current = ro.parent!;
   }
   t.diagnostic(`kills ${killed}, rounds showing the call in flight ${inFlight}, findings before replay: ${[...codes].map(([c, n]) => `${c}×${n}`).join(' ') || 'none'}`);
@@ -396,5 +377,5 @@ test('hostile: setParent on fixed and dynamic disks, read-only opens, wrong iden
   const g = await open(child, true);
   await g.setParent(link()); // shorter than the old one: fits in place
   await g.close();
-  await assertCheckClean(child, 'full region, shorter locator');
+  await assertCheckClean(vhdxDriver, child, 'full region, shorter locator');
 });

@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { DiskchainError, isDiskchainError, throwIfAborted } from '../io/errors.js';
 import type { DiskType, LinkIdentity, ParentReference, VirtualDisk } from '../formats/types.js';
 import { identityMatches } from './identity.js';
-import { openDisk } from './open-chain.js';
+import { openDisk } from './open-disk.js';
 
 export interface CatalogEntry {
   /** Absolute path as found. */

@@ -1,4 +1,4 @@
-import { DiskchainError } from '../io/errors.js';
+import { DiskchainError, throwIfAborted } from '../io/errors.js';
 import type { VirtualDisk } from '../formats/types.js';
 import type { LocateAttempt } from './locate.js';
 
@@ -17,6 +17,8 @@ export interface ChainExtent {
   state: 'data' | 'zero' | 'absent';
   layer?: number;
 }
+
+const MAP_WINDOW = 1024 * 1024 * 1024;
 
 /** A leaf and its ancestors, read as one disk: each range from the nearest layer that holds it. */
 export class DiskChain {
@@ -47,11 +49,16 @@ export class DiskChain {
   /** The map of the whole disk, walked a gigabyte at a time. */
   async mapAll(): Promise<ChainExtent[]> {
     const out: ChainExtent[] = [];
-    const step = 1024 * 1024 * 1024;
-    for (let offset = 0; offset < this.virtualSize; offset += step) {
-      await this.mapLayer(0, offset, Math.min(step, this.virtualSize - offset), out);
-    }
+    for await (const e of this.mapWindows()) appendExtent(out, e);
     return out;
+  }
+
+  /** The map of the whole disk, in order, a gigabyte window at a time (bounded memory whatever the size). */
+  async *mapWindows(signal?: AbortSignal): AsyncGenerator<ChainExtent> {
+    for (let offset = 0; offset < this.virtualSize; offset += MAP_WINDOW) {
+      throwIfAborted(signal);
+      yield* await this.map(offset, Math.min(MAP_WINDOW, this.virtualSize - offset));
+    }
   }
 
   private async mapLayer(i: number, offset: number, length: number, out: ChainExtent[]): Promise<void> {

@@ -14,6 +14,13 @@ export function identityMatches(expected: ParentReference, actual: LinkIdentity)
   return false;
 }
 
+/** Are two identities the same disk state (not merely acceptable as a parent)? */
+export function sameIdentity(a: LinkIdentity, b: LinkIdentity): boolean {
+  if (a.format === 'vhdx' && b.format === 'vhdx') return a.dataWriteGuid === b.dataWriteGuid;
+  if (a.format === 'vhd' && b.format === 'vhd') return a.uniqueId.toLowerCase() === b.uniqueId.toLowerCase() && a.timestamp === b.timestamp;
+  return false;
+}
+
 export function describeIdentity(id: LinkIdentity): string {
   return id.format === 'vhdx' ? `DataWriteGuid ${id.dataWriteGuid}` : `unique id ${id.uniqueId}, timestamp ${id.timestamp}`;
 }

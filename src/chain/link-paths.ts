@@ -14,5 +14,6 @@ export function parentPaths(childPath: string, parentPath: string): { relativePa
 
 /** A complete parent link from `childPath` to the disk at `parentPath` carrying `identity`. */
 export function linkTo(childPath: string, parentPath: string, identity: LinkIdentity, alternateDataWriteGuid?: string): ParentLinkUpdate {
-  return { identity, ...parentPaths(childPath, parentPath), ...(alternateDataWriteGuid ? { alternateDataWriteGuid } : {}) };
+  const { relativePath, absolutePath } = parentPaths(childPath, parentPath);
+  return { identity, relativePath, absolutePath, ...(alternateDataWriteGuid ? { alternateDataWriteGuid } : {}) };
 }

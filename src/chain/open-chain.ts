@@ -48,7 +48,7 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
       });
       const parent = found.disk;
       layers.push(parent);
-      seen.add(await realpath(found.path));
+      seen.add(found.realPath);
       if (parent.logicalSectorSize !== current.logicalSectorSize) {
         throw new DiskchainError('PARENT_MISMATCH', `parent ${found.path} has ${parent.logicalSectorSize}-byte sectors, child ${current.logicalSectorSize}`, { file: current.path });
       }

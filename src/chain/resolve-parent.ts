@@ -1,7 +1,8 @@
-import { readdir, realpath, stat } from 'node:fs/promises';
-import { join, resolve, win32 } from 'node:path';
+import { realpath, stat } from 'node:fs/promises';
+import { win32 } from 'node:path';
 import { DiskchainError, isDiskchainError } from '../io/errors.js';
-import type { VirtualDisk } from '../formats/types.js';
+import type { ParentReference, VirtualDisk } from '../formats/types.js';
+import { catalogFolders, parentCandidates } from './catalog.js';
 import { describeIdentity, identityMatches } from './identity.js';
 import { describeAttempts, isInsideFolders, parentPathCandidates, type LocateAttempt } from './locate.js';
 import { openDisk } from './open-disk.js';
@@ -20,6 +21,8 @@ export interface ParentSearchOptions {
 export interface ResolvedParent {
   disk: VirtualDisk;
   path: string;
+  /** The parent's path after symlinks. */
+  realPath: string;
   attempts: LocateAttempt[];
   identityMatches: boolean;
   foundBy: 'path' | 'identity';
@@ -38,7 +41,8 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
   const ref = child.parent;
   if (!ref) throw new DiskchainError('INVALID_ARGUMENT', `${child.path} has no parent`, { file: child.path });
   const attempts: LocateAttempt[] = [];
-  const mismatched: Array<{ disk: VirtualDisk; path: string }> = [];
+  const mismatched: Array<{ disk: VirtualDisk; path: string; realPath: string }> = [];
+  const realPaths = new Map<VirtualDisk, string>();
   const tried = new Set<string>();
   const closeAll = async (keep?: VirtualDisk): Promise<void> => {
     for (const m of mismatched) if (m.disk !== keep) await m.disk.close().catch(() => undefined);
@@ -74,23 +78,23 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
       await disk.close();
       return note('other format', `a ${child.format.toUpperCase()} child cannot have a ${disk.format.toUpperCase()} parent`);
     }
+    realPaths.set(disk, real);
     if (identityMatches(ref, disk.identity())) {
       attempts.push({ key, stored, tried: path, result: 'found' });
       return disk;
     }
-    mismatched.push({ disk, path });
+    mismatched.push({ disk, path, realPath: real });
     return note('identity mismatch', `it has ${describeIdentity(disk.identity())}`);
   };
 
   try {
     for (const { entry, path } of await parentPathCandidates(child.path, ref)) {
       const disk = await consider(entry.key, entry.path, path);
-      if (disk) return { disk, path, attempts, identityMatches: true, foundBy: 'path' };
+      if (disk) return { disk, path, realPath: realPaths.get(disk)!, attempts, identityMatches: true, foundBy: 'path' };
     }
-    const names = new Set(ref.locators.map((l) => win32.basename(l.path).toLowerCase()));
-    for (const path of await searchFiles(options.searchPaths ?? [], names)) {
+    for (const path of await searchByIdentity(options.searchPaths ?? [], ref)) {
       const disk = await consider('search', '', path);
-      if (disk) return { disk, path, attempts, identityMatches: true, foundBy: 'identity' };
+      if (disk) return { disk, path, realPath: realPaths.get(disk)!, attempts, identityMatches: true, foundBy: 'identity' };
     }
   } catch (e) {
     await closeAll();
@@ -99,7 +103,7 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
   const first = mismatched[0];
   if (first && options.ignoreIdMismatch) {
     await closeAll(first.disk);
-    return { disk: first.disk, path: first.path, attempts, identityMatches: false, foundBy: 'path' };
+    return { disk: first.disk, path: first.path, realPath: first.realPath, attempts, identityMatches: false, foundBy: 'path' };
   }
   await closeAll();
   const expected = describeIdentity(ref.expected);
@@ -116,35 +120,13 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
   throw new DiskchainError('PARENT_NOT_FOUND', `parent of ${child.path} not found; ${tail}`, { file: child.path, attempts });
 }
 
-/** Regular files under the folders (bounded depth and count), files named like a locator first. */
-async function searchFiles(folders: string[], preferredNames: Set<string>): Promise<string[]> {
-  const files: string[] = [];
-  const visited = new Set<string>();
-  const walk = async (dir: string, depth: number): Promise<void> => {
-    if (depth > MAX_SEARCH_DEPTH || files.length >= MAX_SEARCH_FILES) return;
-    let real: string;
-    try {
-      real = await realpath(dir);
-    } catch {
-      return;
-    }
-    if (visited.has(real)) return;
-    visited.add(real);
-    let entries;
-    try {
-      entries = await readdir(dir, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    entries.sort((a, b) => a.name.localeCompare(b.name));
-    for (const e of entries) {
-      if (files.length >= MAX_SEARCH_FILES) return;
-      const path = join(dir, e.name);
-      if (e.isFile() || e.isSymbolicLink()) files.push(path);
-      if (e.isDirectory()) await walk(path, depth + 1);
-    }
-  };
-  for (const folder of folders) await walk(resolve(folder), 0);
-  const rank = (p: string): number => (preferredNames.has(win32.basename(p).toLowerCase()) ? 0 : 1);
-  return files.sort((a, b) => rank(a) - rank(b));
+/** Disks in the folders (bounded depth and count) that carry the identity `ref` expects, those named like a locator first. */
+async function searchByIdentity(folders: string[], ref: ParentReference): Promise<string[]> {
+  if (folders.length === 0) return [];
+  const catalog = await catalogFolders(folders, { maxDepth: MAX_SEARCH_DEPTH, maxFiles: MAX_SEARCH_FILES });
+  const names = new Set(ref.locators.map((l) => win32.basename(l.path).toLowerCase()));
+  const rank = (p: string): number => (names.has(win32.basename(p).toLowerCase()) ? 0 : 1);
+  return parentCandidates(catalog, ref)
+    .map((e) => e.path)
+    .sort((a, b) => rank(a) - rank(b));
 }

@@ -83,7 +83,6 @@ export interface ParentLinkUpdate {
   relativePath: string;
   /** Absolute path of the parent. */
   absolutePath: string;
-  parentFileName?: string;
   /** VHDX parent_linkage2: a second DataWriteGuid the parent may carry (set while a merge writes into it). */
   alternateDataWriteGuid?: string;
 }

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { throwIfAborted } from '../io/errors.js';
 import type { DiskChain } from '../chain/disk-chain.js';
+import { COPY_CHUNK as CHUNK } from './convert.js';
 import type { LongOperationOptions } from './progress.js';
 
-const CHUNK = 8 * 1024 * 1024;
 
 /** SHA-256 of the whole virtual disk as read through the chain, streamed a chunk at a time. */
 export async function hashChain(chain: DiskChain, options: LongOperationOptions = {}): Promise<string> {

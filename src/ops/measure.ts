@@ -2,7 +2,6 @@ import { DiskChain } from '../chain/disk-chain.js';
 import type { LongOperationOptions } from './progress.js';
 import { forecastGrowth, freeBytes, type GrowthForecast } from './space.js';
 
-const WINDOW = 1024 * 1024 * 1024;
 const MIB = 1024 * 1024;
 
 export interface MergeMeasure extends GrowthForecast {
@@ -32,16 +31,14 @@ export async function measureChain(chain: DiskChain, options: LongOperationOptio
   const touched = { vhdx: 0, vhd: 0 };
   let last = { vhdx: -1, vhd: -1 };
   const blockOf = { vhdx: 32 * MIB, vhd: 2 * MIB };
-  for (let w = 0; w < size; w += WINDOW) {
-    for (const e of await chain.map(w, Math.min(WINDOW, size - w))) {
-      if (e.state !== 'data') continue;
-      dataBytes += e.length;
-      for (const f of ['vhdx', 'vhd'] as const) {
-        const first = Math.max(Math.floor(e.offset / blockOf[f]), last[f] + 1);
-        const end = Math.floor((e.offset + e.length - 1) / blockOf[f]);
-        if (end >= first) touched[f] += end - first + 1;
-        last = { ...last, [f]: Math.max(last[f], end) };
-      }
+  for await (const e of chain.mapWindows(options.signal)) {
+    if (e.state !== 'data') continue;
+    dataBytes += e.length;
+    for (const f of ['vhdx', 'vhd'] as const) {
+      const first = Math.max(Math.floor(e.offset / blockOf[f]), last[f] + 1);
+      const end = Math.floor((e.offset + e.length - 1) / blockOf[f]);
+      if (end >= first) touched[f] += end - first + 1;
+      last = { ...last, [f]: Math.max(last[f], end) };
     }
   }
   const merge = async (k: number): Promise<MergeMeasure | null> => {
@@ -51,13 +48,14 @@ export async function measureChain(chain: DiskChain, options: LongOperationOptio
     const free = await freeBytes(target.path);
     return { target: target.path, ...growth, freeBytes: free, fits: growth.bytesNeeded <= free };
   };
+  const intoParent = await merge(1);
   const vhdBat = Math.ceil((Math.ceil(size / blockOf.vhd) * 4) / 512) * 512;
   return {
     virtualSize: size,
     layers: chain.layers.map((l) => l.path),
     dataBytes,
-    mergeIntoParent: await merge(1),
-    mergeIntoBase: chain.layers.length > 2 ? await merge(chain.layers.length - 1) : await merge(1),
+    mergeIntoParent: intoParent,
+    mergeIntoBase: chain.layers.length > 2 ? await merge(chain.layers.length - 1) : intoParent,
     convert: {
       // Our VHDX layout: 3 MiB of headers, log and metadata, the BAT, then 1 MiB-aligned blocks.
       vhdx: 4 * MIB + Math.ceil((Math.ceil(size / blockOf.vhdx) * 8) / MIB) * MIB + touched.vhdx * blockOf.vhdx,

@@ -5,7 +5,7 @@ import { randomGuid } from '../io/guid.js';
 import type { ByteSource } from '../io/byte-source.js';
 import type { LinkIdentity } from '../formats/types.js';
 import { DiskChain } from '../chain/disk-chain.js';
-import { describeIdentity } from '../chain/identity.js';
+import { describeIdentity, sameIdentity } from '../chain/identity.js';
 import { linkTo } from '../chain/link-paths.js';
 import { openChain, openDisk } from '../chain/open-chain.js';
 import { findDependents } from './dependents.js';
@@ -234,12 +234,6 @@ async function copyPhase(journalPath: string, journal: MergeJournal, options: Me
     await target.close().catch(() => undefined);
     for (const l of upper.layers) await l.close().catch(() => undefined);
   }
-}
-
-function sameIdentity(a: LinkIdentity, b: LinkIdentity): boolean {
-  if (a.format === 'vhdx' && b.format === 'vhdx') return a.dataWriteGuid === b.dataWriteGuid;
-  if (a.format === 'vhd' && b.format === 'vhd') return a.uniqueId.toLowerCase() === b.uniqueId.toLowerCase() && a.timestamp === b.timestamp;
-  return false;
 }
 
 function stale(journalPath: string, why: string): DiskchainError {

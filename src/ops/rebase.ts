@@ -29,7 +29,6 @@ export interface RebaseResult {
   bytesCopied: number;
 }
 
-const WINDOW = 1024 * 1024 * 1024;
 const PIECE = 8 * 1024 * 1024;
 
 /**
@@ -73,19 +72,17 @@ async function copyLeftBehind(upper: DiskChain, options: LongOperationOptions): 
   const zeros = new Uint8Array(PIECE);
   const size = upper.virtualSize;
   let written = 0;
-  for (let w = 0; w < size; w += WINDOW) {
-    for (const e of await upper.map(w, Math.min(WINDOW, size - w))) {
-      if (!e.layer || e.state === 'absent') continue;
-      for (let at = e.offset; at < e.offset + e.length; at += PIECE) {
-        throwIfAborted(options.signal);
-        const n = Math.min(PIECE, e.offset + e.length - at);
-        if (e.state === 'data') {
-          await upper.read(buf.subarray(0, n), at);
-          await upper.leaf.write(buf.subarray(0, n), at);
-        } else await upper.leaf.write(zeros.subarray(0, n), at);
-        written += n;
-        options.onProgress?.(at + n, size);
-      }
+  for await (const e of upper.mapWindows(options.signal)) {
+    if (!e.layer || e.state === 'absent') continue;
+    for (let at = e.offset; at < e.offset + e.length; at += PIECE) {
+      throwIfAborted(options.signal);
+      const n = Math.min(PIECE, e.offset + e.length - at);
+      if (e.state === 'data') {
+        await upper.read(buf.subarray(0, n), at);
+        await upper.leaf.write(buf.subarray(0, n), at);
+      } else await upper.leaf.write(zeros.subarray(0, n), at);
+      written += n;
+      options.onProgress?.(at + n, size);
     }
   }
   return written;
@@ -96,8 +93,8 @@ async function replaceWithStandalone(chain: DiskChain, options: LongOperationOpt
   const child = chain.leaf;
   const tmp = `${resolve(child.path)}.diskchain-rebase.tmp`;
   await rm(tmp, { force: true });
-  const mapped = await chain.mapAll();
-  const dataBytes = mapped.filter((e) => e.state === 'data').reduce((n, e) => n + e.length, 0);
+  let dataBytes = 0;
+  for await (const e of chain.mapWindows(options.signal)) if (e.state === 'data') dataBytes += e.length;
   await ensureSpace(child.path, dataBytes + 8 * 1024 * 1024, `making ${child.path} standalone`);
   const source = await FileSource.create(tmp);
   let target;

@@ -1,12 +1,10 @@
 import { statfs } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { DiskchainError, throwIfAborted } from '../io/errors.js';
+import { DiskchainError } from '../io/errors.js';
 import type { DiskChain } from '../chain/disk-chain.js';
 import type { VirtualDisk } from '../formats/types.js';
 
 const MIB = 1024 * 1024;
-/** How much of the disk is mapped at a time while forecasting (bounded memory). */
-const MAP_WINDOW = 1024 * MIB;
 
 /** Bytes free for an unprivileged writer on the file system that holds `path`. */
 export async function freeBytes(path: string): Promise<number> {
@@ -36,13 +34,10 @@ export interface CopyExtent {
  * target already reads zeros by itself are left out.
  */
 export async function* extentsToCopy(upper: DiskChain, target: VirtualDisk, signal?: AbortSignal): AsyncGenerator<CopyExtent> {
-  for (let at = 0; at < upper.virtualSize; at += MAP_WINDOW) {
-    throwIfAborted(signal);
-    for (const e of await upper.map(at, Math.min(MAP_WINDOW, upper.virtualSize - at))) {
-      if (e.state === 'data') yield { offset: e.offset, length: e.length, state: 'data' };
-      else if (e.state === 'zero') {
-        for (const t of await target.map(e.offset, e.length)) if (t.state !== 'zero') yield { offset: t.offset, length: t.length, state: 'zero' };
-      }
+  for await (const e of upper.mapWindows(signal)) {
+    if (e.state === 'data') yield { offset: e.offset, length: e.length, state: 'data' };
+    else if (e.state === 'zero') {
+      for (const t of await target.map(e.offset, e.length)) if (t.state !== 'zero') yield { offset: t.offset, length: t.length, state: 'zero' };
     }
   }
 }

@@ -5,9 +5,13 @@
 import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import type { ParentReference, VirtualDisk } from '../../src/formats/types.js';
+import { linkTo } from '../../src/chain/link-paths.js';
+import { openChain } from '../../src/chain/open-chain.js';
+import type { FormatDriver, LinkIdentity, ParentLinkUpdate, ParentReference, VirtualDisk } from '../../src/formats/types.js';
+import { FileSource } from '../../src/io/file-source.js';
 import { MemorySource } from '../../src/io/memory-source.js';
 import type { RecordingSource } from './vhd-util.js';
+import { describeFindings, sha256 } from './vhdx-util.js';
 
 const WRITER = new URL('./set-parent-crash-writer.js', import.meta.url).pathname;
 const PAGE = 4096;
@@ -96,4 +100,34 @@ export async function assertCode(fn: () => Promise<unknown>, code: string, what:
     assert.ok((e as { details?: { file?: string } }).details?.file, `${what}: error names no file`);
     return true;
   }, what);
+}
+
+/** A parent link from `child` to `parent` (the paths the CLI would write), with fields overridden by `extra`. */
+export function linkFor(child: string, parent: string, identity: LinkIdentity, extra: Partial<ParentLinkUpdate> = {}): ParentLinkUpdate {
+  return { ...linkTo(child, parent, identity), ...extra };
+}
+
+/** Fails unless `driver.check` finds nothing above info in the file. */
+export async function assertCheckClean(driver: FormatDriver, path: string, what: string): Promise<void> {
+  const src = await FileSource.open(path);
+  let findings;
+  try {
+    findings = await driver.check(src);
+  } finally {
+    await src.close();
+  }
+  assert.deepEqual(findings.filter((f) => f.severity !== 'info'), [], `${what}:\n${describeFindings(findings)}`);
+}
+
+/** The sha256 of the whole disk read through its chain, after checking which parent the chain found. */
+export async function chainSha(path: string, expectParent: string): Promise<string> {
+  const chain = await openChain(path);
+  try {
+    assert.equal(chain.links[0]?.parentPath, expectParent, 'the chain found another parent');
+    const buf = new Uint8Array(chain.virtualSize);
+    await chain.read(buf, 0);
+    return sha256(buf);
+  } finally {
+    await chain.close();
+  }
 }
