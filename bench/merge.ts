@@ -27,7 +27,7 @@ export interface Measure {
 export interface MergeBench {
   /** The bench folder (tmpfs where there is room). */
   dir: string;
-  /** dist/src/cli/main.js */
+  /** dist/bin/diskchain.js */
   cli: string;
   runs: number;
   sizeMiB: number;

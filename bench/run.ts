@@ -16,7 +16,7 @@ import { runMergeCases } from './merge.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const SIZE_MIB = Number(process.env.BENCH_SIZE_MIB ?? 1024);
-const CLI = new URL('../src/cli/main.js', import.meta.url).pathname;
+const CLI = new URL('../bin/diskchain.js', import.meta.url).pathname;
 // On tmpfs (the default where there is room) flushes cost nothing, so the times compare the work itself.
 const dir = process.env.BENCH_DIR ?? join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'diskchain-bench');
 

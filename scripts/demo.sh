@@ -4,7 +4,7 @@
 # then a second checkpoint and an in-place merge of both into the base.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-dc() { node "$here/dist/src/cli/main.js" "$@"; }
+dc() { node "$here/dist/bin/diskchain.js" "$@"; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"

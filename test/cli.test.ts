@@ -9,7 +9,7 @@ import { convert } from '../src/api/convert.js';
 import { isDiskchainError } from '../src/io/errors.js';
 import { FIXTURES, qemuImg, requireOracle } from './helpers/oracles.js';
 
-const CLI = new URL('../src/cli/main.js', import.meta.url).pathname;
+const CLI = new URL('../bin/diskchain.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'diskchain-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 

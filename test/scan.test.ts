@@ -15,7 +15,7 @@ import { patchHeader } from './helpers/vhd-images.js';
 import { pseudoRandomBytes } from './helpers/vhd-util.js';
 import { updateHeader } from './helpers/vhdx-damage.js';
 
-const MAIN = new URL('../src/cli/main.js', import.meta.url).pathname;
+const MAIN = new URL('../bin/diskchain.js', import.meta.url).pathname;
 const MiB = 1024 * 1024;
 
 function tempDir(t: TestContext): string {
@@ -85,7 +85,7 @@ async function scanUnchanged(dir: string): Promise<ScanReport> {
   return report;
 }
 
-/** The diskchain CLI as built: `node dist/src/cli/main.js ...`. */
+/** The diskchain CLI as shipped: `node dist/bin/diskchain.js ...` (the bundle). */
 function cli(args: string[], cwd: string): { status: number; stdout: string; stderr: string } {
   const r = spawnSync('node', [MAIN, ...args], { cwd, encoding: 'utf8', maxBuffer: 64 * MiB });
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };

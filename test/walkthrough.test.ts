@@ -26,7 +26,7 @@ import { test, type TestContext } from 'node:test';
 import { changedRuns, fatDir, fatGet, fatList, fatPut, makeFat } from './helpers/fat.js';
 import { pyvhdiSha256, qemuImg, requireOracle } from './helpers/oracles.js';
 
-const MAIN = new URL('../src/cli/main.js', import.meta.url).pathname;
+const MAIN = new URL('../bin/diskchain.js', import.meta.url).pathname;
 const MiB = 1024 * 1024;
 const IMAGE_SIZE = 64 * MiB;
 

@@ -50,8 +50,6 @@ export interface VirtualDisk {
   /** The allocation unit (payload block); for raw, a nominal size for streaming. */
   readonly blockSize: number;
   readonly readOnly: boolean;
-  /** True when writes to distinct ranges may run at the same time (no allocation state to guard). */
-  readonly concurrentWrites?: boolean;
   readonly parent: ParentReference | undefined;
   /** What a child must record to name this disk as its parent. */
   identity(): LinkIdentity;

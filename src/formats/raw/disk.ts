@@ -10,7 +10,6 @@ export class RawDisk implements VirtualDisk {
   readonly logicalSectorSize = 512;
   readonly physicalSectorSize = 512;
   readonly blockSize = 2 * 1024 * 1024;
-  readonly concurrentWrites = true;
 
   constructor(
     private readonly source: ByteSource,
