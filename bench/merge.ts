@@ -25,7 +25,7 @@ export interface Measure {
 }
 
 export interface MergeBench {
-  /** The bench folder (tmpfs where there is room). */
+  /** The bench folder (tmpfs, or a folder on the project's disk). */
   dir: string;
   /** dist/bin/diskchain.js */
   cli: string;

@@ -1,6 +1,6 @@
 // Bundles the CLI into one file, dist/bin/diskchain.js (the package's bin).
 // Loading one file instead of about sixty ES modules saves roughly 60 ms at every start,
-// which is a large share of a short command. The native CRC-32C addon stays external.
+// which is a large share of a short command.
 import { build } from 'esbuild';
 
 await build({
@@ -10,7 +10,6 @@ await build({
   platform: 'node',
   format: 'esm',
   target: 'node20',
-  external: ['@node-rs/crc32'],
   // commander and cli-progress are CommonJS and call require() for Node's own modules.
   banner: { js: "import { createRequire as diskchainCreateRequire } from 'node:module';\nconst require = diskchainCreateRequire(import.meta.url);" },
   logLevel: 'warning',
