@@ -11,7 +11,7 @@ import type { LongOperationOptions } from './progress.js';
  */
 export const COPY_CHUNK = 8 * 1024 * 1024;
 const RAW_COPY_CHUNK = 2 * 1024 * 1024;
-const READ_AHEAD = 3;
+const READ_AHEAD = 2;
 
 export interface CopyResult {
   bytesWritten: number;
