@@ -8,6 +8,7 @@ import { copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { inspect } from '../src/api/info.js';
 import { identityMatches } from '../src/chain/identity.js';
 import { vhdxDriver } from '../src/formats/vhdx/driver.js';
 import type { VhdxDisk } from '../src/formats/vhdx/disk.js';
@@ -22,6 +23,7 @@ import { relayoutMetadata } from './helpers/vhdx-metadata.js';
 import { describeFindings, fileSha256, MIB, randomBytesFrom, Rng, sha256, tempDir } from './helpers/vhdx-util.js';
 
 const SIZE = 12 * MIB + 512 * 7;
+const CLI = new URL('../bin/diskchain.js', import.meta.url).pathname;
 let root: string;
 let cleanup: () => void;
 before(() => ({ dir: root, cleanup } = tempDir('diskchain-vhdx-setparent-')));
@@ -195,6 +197,11 @@ test('parent_linkage2: kept when given, accepted by identityMatches, removed whe
   await parent.close();
   assert.deepEqual(await peek(base, (p) => p.identity()), { format: 'vhdx', dataWriteGuid: alt });
   assert.equal(await chainSha(child, base), sha256(model));
+  // info says which of the two recorded identities the parent carries.
+  assert.equal((await inspect(child)).parent?.matchedBy, 'alternate');
+  const shown = spawnSync('node', [CLI, 'info', child], { encoding: 'utf8' });
+  assert.equal(shown.status, 0, shown.stderr);
+  assert.match(shown.stdout, /parent identity\s+matches through parent_linkage2/);
 
   const again = await open(child, true);
   await again.setParent(linkFor(child, base, { format: 'vhdx', dataWriteGuid: alt }));
@@ -207,6 +214,9 @@ test('parent_linkage2: kept when given, accepted by identityMatches, removed whe
   assert.ok(!identityMatches(ref, baseId), 'the old DataWriteGuid still matches');
   await reopened.close();
   await assertCheckClean(vhdxDriver, child, 'after removing parent_linkage2');
+  const relinked = await inspect(child);
+  assert.equal(relinked.parent?.matchedBy, 'primary');
+  assert.equal(relinked.parent?.identityMatches, true);
 });
 
 test('dataWriteGuid open option: the first write sets exactly it; read-only, write-free and setParent-only sessions leave DataWriteGuid alone', async () => {

@@ -1,5 +1,5 @@
 import { openDisk } from '../chain/open-chain.js';
-import { identityMatches } from '../chain/identity.js';
+import { identityMatchedBy } from '../chain/identity.js';
 import { locateParent, type LocateAttempt } from '../chain/locate.js';
 import { isDiskchainError } from '../io/errors.js';
 import type { LinkIdentity, ParentLocatorEntry, VirtualDisk } from '../formats/types.js';
@@ -10,6 +10,12 @@ export interface ParentInfo {
   /** The parent file found through the locators, or null. */
   found: string | null;
   identityMatches: boolean | null;
+  /**
+   * Which recorded identity the parent carries: 'primary', or 'alternate' (VHDX parent_linkage2: the
+   * parent is part way through, or has finished, a merge that gave it a new DataWriteGuid). Null when
+   * it does not match or was not found.
+   */
+  matchedBy: 'primary' | 'alternate' | null;
   attempts: LocateAttempt[];
 }
 
@@ -59,19 +65,21 @@ export async function parentInfo(disk: VirtualDisk): Promise<ParentInfo | null> 
   try {
     const { path, attempts } = await locateParent(disk.path, ref);
     let matches: boolean | null = null;
+    let matchedBy: 'primary' | 'alternate' | null = null;
     try {
       const parent = await openDisk(path);
       try {
-        matches = identityMatches(ref, parent.identity());
+        matchedBy = identityMatchedBy(ref, parent.identity());
+        matches = matchedBy !== null;
       } finally {
         await parent.close();
       }
     } catch (e) {
       if (!isDiskchainError(e)) throw e;
     }
-    return { ...base, found: path, identityMatches: matches, attempts };
+    return { ...base, found: path, identityMatches: matches, matchedBy, attempts };
   } catch (e) {
-    if (isDiskchainError(e) && e.code === 'PARENT_NOT_FOUND') return { ...base, found: null, identityMatches: null, attempts: (e.details.attempts as LocateAttempt[]) ?? [] };
+    if (isDiskchainError(e) && e.code === 'PARENT_NOT_FOUND') return { ...base, found: null, identityMatches: null, matchedBy: null, attempts: (e.details.attempts as LocateAttempt[]) ?? [] };
     throw e;
   }
 }

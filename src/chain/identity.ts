@@ -2,16 +2,25 @@ import type { LinkIdentity, ParentReference } from '../formats/types.js';
 
 /** Does `actual` (the parent's identity) satisfy what the child recorded? */
 export function identityMatches(expected: ParentReference, actual: LinkIdentity): boolean {
+  return identityMatchedBy(expected, actual) !== null;
+}
+
+/**
+ * Which recorded value `actual` satisfies: the primary one (VHDX parent_linkage, VHD unique id and
+ * timestamp), the alternate (VHDX parent_linkage2, which a merge into the parent sets), or none.
+ */
+export function identityMatchedBy(expected: ParentReference, actual: LinkIdentity): 'primary' | 'alternate' | null {
   const e = expected.expected;
   if (e.format === 'vhdx' && actual.format === 'vhdx') {
-    return e.dataWriteGuid === actual.dataWriteGuid || expected.alternateDataWriteGuid === actual.dataWriteGuid;
+    if (e.dataWriteGuid === actual.dataWriteGuid) return 'primary';
+    return expected.alternateDataWriteGuid === actual.dataWriteGuid ? 'alternate' : null;
   }
   if (e.format === 'vhd' && actual.format === 'vhd') {
     // Windows diskpart records a parent timestamp of 0: then only the unique id can be compared.
     const sameId = e.uniqueId.toLowerCase() === actual.uniqueId.toLowerCase();
-    return sameId && (e.timestamp === 0 || e.timestamp === actual.timestamp);
+    return sameId && (e.timestamp === 0 || e.timestamp === actual.timestamp) ? 'primary' : null;
   }
-  return false;
+  return null;
 }
 
 /** Are two identities the same disk state (not merely acceptable as a parent)? */

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { checkDisk } from '../api/check.js';
 import { createChild, createDisk } from '../api/create.js';
-import { inspect, type DiskInfo } from '../api/info.js';
+import { inspect, type DiskInfo, type ParentInfo } from '../api/info.js';
 import { DiskchainError } from '../io/errors.js';
 import { EXIT, printJson } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
@@ -104,8 +104,14 @@ function printInfo(info: DiskInfo): void {
     const e = info.parent.expected;
     rows.push(['parent expected', e.format === 'vhdx' ? `DataWriteGuid ${e.dataWriteGuid}` : `unique id ${e.uniqueId}, timestamp ${e.timestamp}`]);
     rows.push(['parent found', info.parent.found ?? `no (tried ${info.parent.attempts.map((a) => a.tried).join(', ')})`]);
-    if (info.parent.found) rows.push(['parent identity', info.parent.identityMatches ? 'matches' : 'DOES NOT MATCH (the parent changed after this child was made)']);
+    if (info.parent.found) rows.push(['parent identity', parentIdentityText(info.parent)]);
   }
   const width = Math.max(...rows.map(([k]) => k.length));
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(width)}  ${v}\n`);
+}
+
+function parentIdentityText(parent: ParentInfo): string {
+  if (parent.matchedBy === 'alternate') return 'matches through parent_linkage2 (the DataWriteGuid a merge into the parent gave it; `diskchain merge` again finishes an interrupted one)';
+  if (parent.identityMatches === null) return 'unknown (the parent could not be opened)';
+  return parent.identityMatches ? 'matches' : 'DOES NOT MATCH (the parent changed after this child was made)';
 }
