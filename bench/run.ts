@@ -18,7 +18,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, rmSync, statfsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { runMergeCases } from './merge.js';
+import { runMergeCases, type Measure } from './merge.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 7);
 const SIZE_MIB = Number(process.env.BENCH_SIZE_MIB ?? 1024);
@@ -30,11 +30,6 @@ const DIRS = process.env.BENCH_DIRS
   : [...(existsSync('/dev/shm') ? [join('/dev/shm', 'diskchain-bench')] : []), join(REPO, '.bench-work')];
 /** Sources, outputs and merge pairs together stay under this many times the disk size. */
 const SPACE_FACTOR = 8;
-
-interface Measure {
-  seconds: number;
-  maxRssMiB: number;
-}
 
 /** Runs a command and reports wall time and the child's peak RSS (through Python's rusage). */
 function measure(cmd: string[]): Measure {
@@ -130,7 +125,8 @@ if (spawnSync('qemu-img', ['--version']).status !== 0) {
 
 function runIn(dir: string): void {
   mkdirSync(dir, { recursive: true });
-  const free = Number(statfsSync(dir).bavail * statfsSync(dir).bsize);
+  const fs = statfsSync(dir);
+  const free = fs.bavail * fs.bsize;
   if (free < SPACE_FACTOR * SIZE_MIB * 1024 * 1024) {
     console.log(`skipped ${dir}: ${(free / 2 ** 30).toFixed(1)} GiB free, the bench needs ${(SPACE_FACTOR * SIZE_MIB) / 1024} GiB`);
     return;

@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -124,8 +124,9 @@ test('bad input: a clear typed error, the documented exit code, and no file chan
   assert.equal(dc(['create', 'y.vhdx', '--size', '10G', '--logical-sector', '1024']).status, 2);
   assert.equal(dc(['read', 'snap.avhdx', '--offset', '41943040', '--length', '1']).status, 2);
   assert.equal(dc(['frobnicate']).status, 2);
-  assert.equal(dc(['--help']).status, 0);
-  assert.match(dc(['--help']).stdout, /Exit codes/);
+  const help = dc(['--help']);
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /Exit codes/);
 });
 
 test('convert honours an AbortSignal and removes the partial target', async () => {
@@ -154,7 +155,6 @@ test('qemu-img made dynamic VHDX reads the same through diskchain', (t) => {
   writeFileSync(raw, content);
   qemuImg(['convert', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic,block_size=1M', raw, join(dir, 'q.vhdx')]);
   assert.ok(dc(['read', 'q.vhdx']).raw.equals(content));
-  execFileSync('true');
 });
 
 test('chain, map and compare describe the chain as it is', () => {

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createChild } from '../src/api/create.js';
-import { openChain, openDisk } from '../src/chain/open-chain.js';
+import { openChain, openDisk, withChain } from '../src/chain/open-chain.js';
 import { isDiskchainError } from '../src/io/errors.js';
 import { merge } from '../src/ops/merge.js';
 import { rebase } from '../src/ops/rebase.js';
@@ -37,7 +37,7 @@ for (const format of ['vhdx', 'vhd'] as const) {
       const [base, c1, , c3] = await buildChain(join(dir, 'w'), format, 11);
       const expected = await chainHash(c3!);
       const expectedC1 = await chainHash(c1!);
-      const m = await measureChain(await openChain(c3!).then(async (c) => (await c.close(), c)).then(() => openChain(c1!)));
+      const m = await withChain(c1!, {}, (chain) => measureChain(chain));
       assert.ok(m.mergeIntoParent && m.mergeIntoParent.bytesNeeded > 2 * MIB, `the merge must grow the base (forecast ${m.mergeIntoParent?.bytesNeeded})`);
       await rejectsWith(merge(c1!, { wrapTargetSource: fullDiskAfter(2 * MIB), checkpointBytes: MIB }), 'NO_SPACE', /no space/);
       assert.equal(await chainHash(c3!), expected, 'the leaf reads the same after the failure');

@@ -223,7 +223,8 @@ test('a branch (two children of one parent) gives convert steps that run as prin
 
   const before = hashes(dir);
   runPrinted(plan.commands, tempDir(t));
-  for (const [path, sum] of before) assert.equal(hashes(dir).get(path), sum, `convert changed ${path}`);
+  const after = hashes(dir);
+  for (const [path, sum] of before) assert.equal(after.get(path), sum, `convert changed ${path}`);
   for (const [target, seeds] of [['left-standalone.vhdx', [2, 3]], ['elsewhere/right-standalone.vhdx', [2, 4]]] as const) {
     const read = spawnSync('node', [MAIN, 'read', p(target)], { maxBuffer: 64 * MiB });
     assert.equal(read.status, 0, read.stderr.toString());

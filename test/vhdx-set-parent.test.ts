@@ -16,7 +16,7 @@ import type { LinkIdentity, ParentLinkUpdate, ParentReference } from '../src/for
 import { FileSource } from '../src/io/file-source.js';
 import { NULL_GUID, randomGuid } from '../src/io/guid.js';
 import { MemorySource } from '../src/io/memory-source.js';
-import { pyvhdiSha256, requireOracle } from './helpers/oracles.js';
+import { pyvhdiRefuses, pyvhdiSha256, requireOracle } from './helpers/oracles.js';
 import { assertCheckClean, assertCode, assertOneOf, chainSha, crashStates, layerFingerprint, linkFor, runSetParentWriter } from './helpers/set-parent-util.js';
 import { RecordingSource } from './helpers/vhd-util.js';
 import { relayoutMetadata } from './helpers/vhdx-metadata.js';
@@ -56,13 +56,6 @@ async function checkFindings(path: string) {
   } finally {
     await src.close();
   }
-}
-
-/** pyvhdi refuses `parent` for `child` because the identities differ. */
-function pyvhdiRefuses(child: string, parent: string): boolean {
-  const script = 'import sys, pyvhdi\nc = pyvhdi.file(); c.open(sys.argv[1])\np = pyvhdi.file(); p.open(sys.argv[2])\nc.set_parent(p)\n';
-  const r = spawnSync('/usr/bin/python3', ['-c', script, child, parent], { encoding: 'utf8' });
-  return r.status !== 0 && /mismatch/.test(r.stderr);
 }
 
 /** Random writes into `disk` and `model` (sector-granular, some straddling blocks). */
@@ -108,9 +101,6 @@ async function copyAsNewParent(src: string, dst: string): Promise<LinkIdentity> 
   await disk.close();
   return id;
 }
-
-
-
 
 const locatorItem = (d: VhdxDisk) => d.layout.metadataEntries.find((e) => e.itemId === 'a8d35f2d-b30b-454d-abf7-d3d84834ab0c' && !e.isUser)!;
 

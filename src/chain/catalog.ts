@@ -107,7 +107,7 @@ export async function catalogFolders(folders: string[], options: CatalogOptions 
       problems.push({ path: dir, code: 'IO', message: `cannot list folder: ${(e as Error).message}` });
       return;
     }
-    names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    names.sort((a, b) => compare(a.name, b.name));
     for (const d of names) {
       if (limitHit) return;
       const path = join(dir, d.name);

@@ -1,9 +1,7 @@
-import { FileSource } from '../io/file-source.js';
-import { driverFor } from '../formats/registry.js';
 import type { FormatName, ParentSpec, VirtualDisk } from '../formats/types.js';
 import { DiskchainError } from '../io/errors.js';
 import { parentPaths } from './link-paths.js';
-import { openDisk } from './open-disk.js';
+import { createDisk, openDisk } from './open-disk.js';
 
 export interface CreateChildOptions {
   /** Payload block size of the child (format default otherwise). */
@@ -32,13 +30,7 @@ export async function createChild(childPath: string, parentPath: string, options
   } finally {
     await parent.close();
   }
-  const source = await FileSource.create(childPath);
-  try {
-    return await driverFor(format).create(source, { diskType: 'differencing', virtualSize: spec.virtualSize, parent: spec, ...(options.blockSize ? { blockSize: options.blockSize } : {}) });
-  } catch (e) {
-    await source.close();
-    throw e;
-  }
+  return createDisk(childPath, format, { diskType: 'differencing', virtualSize: spec.virtualSize, parent: spec, ...(options.blockSize ? { blockSize: options.blockSize } : {}) });
 }
 
 function diskIdOf(disk: VirtualDisk): { parentDiskId?: string } {

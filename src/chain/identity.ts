@@ -30,6 +30,20 @@ export function sameIdentity(a: LinkIdentity, b: LinkIdentity): boolean {
   return false;
 }
 
+/**
+ * A key every identity that can satisfy a link with this identity shares: what identityMatches
+ * compares first (the DataWriteGuid, or the VHD unique id, since a recorded timestamp may be 0).
+ * For indexing; identityMatches still decides.
+ */
+export function linkKey(id: LinkIdentity): string {
+  return id.format === 'vhdx' ? `vhdx:${id.dataWriteGuid}` : `vhd:${id.uniqueId.toLowerCase()}`;
+}
+
+/** Equal exactly when sameIdentity holds. */
+export function identityKey(id: LinkIdentity): string {
+  return id.format === 'vhdx' ? `vhdx:${id.dataWriteGuid}` : `vhd:${id.uniqueId.toLowerCase()}:${id.timestamp}`;
+}
+
 export function describeIdentity(id: LinkIdentity): string {
   return id.format === 'vhdx' ? `DataWriteGuid ${id.dataWriteGuid}` : `unique id ${id.uniqueId}, timestamp ${id.timestamp}`;
 }

@@ -1,4 +1,4 @@
-import { readdir, realpath, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, parse, posix, relative, resolve, sep, win32 } from 'node:path';
 import { DiskchainError } from '../io/errors.js';
 import type { ParentLocatorEntry, ParentReference } from '../formats/types.js';
@@ -10,8 +10,7 @@ export type AttemptResult =
   | 'outside the allowed folders'
   | 'identity mismatch'
   | 'other format'
-  | 'unreadable'
-  | 'already in the chain';
+  | 'unreadable';
 
 export interface LocateAttempt {
   /** The locator entry (relative_path, W2ku, ...) or `search` for the identity search. */
@@ -70,7 +69,7 @@ function orderLocators(entries: ParentLocatorEntry[]): ParentLocatorEntry[] {
 }
 
 /** Paths on this machine that a stored Windows or POSIX path may mean. */
-export function candidatesFor(childPath: string, entry: ParentLocatorEntry): string[] {
+function candidatesFor(childPath: string, entry: ParentLocatorEntry): string[] {
   const childDir = dirname(resolve(childPath));
   const stored = entry.path;
   if (entry.kind === 'relative') {
@@ -89,7 +88,7 @@ export function candidatesFor(childPath: string, entry: ParentLocatorEntry): str
 }
 
 /** The existing path that equals `path` ignoring case, component by component; undefined when none or ambiguous. */
-export async function matchIgnoringCase(path: string): Promise<string | undefined> {
+async function matchIgnoringCase(path: string): Promise<string | undefined> {
   const abs = resolve(path);
   const { root } = parse(abs);
   let current = root;
@@ -113,19 +112,15 @@ export async function matchIgnoringCase(path: string): Promise<string | undefine
   return current;
 }
 
-/** Is `path` (after symlinks) inside one of `folders` (after symlinks)? */
-export async function isInsideFolders(path: string, folders: string[]): Promise<boolean> {
-  const real = await realpath(path);
-  for (const folder of folders) {
-    const root = await realpath(folder).catch(() => undefined);
-    if (root === undefined) continue;
+/** Is the resolved path `real` one of `roots` or below one (both already free of symlinks)? */
+export function isInside(real: string, roots: string[]): boolean {
+  return roots.some((root) => {
     const rel = relative(root, real);
-    if (rel === '' || (!rel.startsWith('..') && !isAbsolute(rel))) return true;
-  }
-  return false;
+    return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+  });
 }
 
-export async function fileState(path: string): Promise<'found' | 'missing' | 'not a file'> {
+async function fileState(path: string): Promise<'found' | 'missing' | 'not a file'> {
   try {
     return (await stat(path)).isFile() ? 'found' : 'not a file';
   } catch {

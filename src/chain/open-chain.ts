@@ -23,9 +23,19 @@ export interface OpenChainOptions extends OpenDiskOptions {
 }
 
 /** The folders parents of `leafPath` may live in under `options`. */
-export function allowedFoldersFor(leafPath: string, options: OpenChainOptions): string[] | undefined {
+function allowedFoldersFor(leafPath: string, options: OpenChainOptions): string[] | undefined {
   if (options.allowedFolders === null) return undefined;
   return options.allowedFolders ?? [dirname(resolve(leafPath)), ...(options.searchPaths ?? [])];
+}
+
+/** Opens the chain at `path`, runs fn on it and closes it, whether fn returns or throws. */
+export async function withChain<T>(path: string, options: OpenChainOptions, fn: (chain: DiskChain) => Promise<T>): Promise<T> {
+  const chain = await openChain(path, options);
+  try {
+    return await fn(chain);
+  } finally {
+    await chain.close();
+  }
 }
 
 /** Opens a disk and every parent it names, from the leaf to the base. Parents are read-only. */

@@ -1,7 +1,7 @@
 import type { ByteSource } from '../io/byte-source.js';
 import { FileSource } from '../io/file-source.js';
 import { detectFormat, driverFor } from '../formats/registry.js';
-import type { FormatName, VirtualDisk } from '../formats/types.js';
+import type { CreateOptions, FormatName, VirtualDisk } from '../formats/types.js';
 
 export interface OpenDiskOptions {
   /** Open the file for writing (only the top layer of a chain is ever writable). */
@@ -22,6 +22,17 @@ export async function openDisk(path: string, options: OpenDiskOptions = {}): Pro
   try {
     const driver = options.format ? driverFor(options.format) : await detectFormat(source);
     return await driver.open(source, { writable, ...(options.dataWriteGuid ? { dataWriteGuid: options.dataWriteGuid } : {}) });
+  } catch (e) {
+    await source.close();
+    throw e;
+  }
+}
+
+/** Creates a new disk file in `format`; refuses to replace an existing file. */
+export async function createDisk(path: string, format: FormatName, options: CreateOptions): Promise<VirtualDisk> {
+  const source = await FileSource.create(path);
+  try {
+    return await driverFor(format).create(source, options);
   } catch (e) {
     await source.close();
     throw e;

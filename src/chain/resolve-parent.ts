@@ -4,7 +4,7 @@ import { DiskchainError, isDiskchainError } from '../io/errors.js';
 import type { ParentReference, VirtualDisk } from '../formats/types.js';
 import { catalogFolders, parentCandidates } from './catalog.js';
 import { describeIdentity, identityMatches } from './identity.js';
-import { describeAttempts, isInsideFolders, parentPathCandidates, type LocateAttempt } from './locate.js';
+import { describeAttempts, isInside, parentPathCandidates, type LocateAttempt } from './locate.js';
 import { openDisk } from './open-disk.js';
 
 export interface ParentSearchOptions {
@@ -42,14 +42,15 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
   if (!ref) throw new DiskchainError('INVALID_ARGUMENT', `${child.path} has no parent`, { file: child.path });
   const attempts: LocateAttempt[] = [];
   const mismatched: Array<{ disk: VirtualDisk; path: string; realPath: string }> = [];
-  const realPaths = new Map<VirtualDisk, string>();
   const tried = new Set<string>();
+  // The allowed folders after symlinks, resolved once (a folder that does not exist allows nothing).
+  const allowedRoots = options.allowedFolders && (await Promise.all(options.allowedFolders.map((f) => realpath(f).catch(() => undefined)))).filter((r) => r !== undefined);
   const closeAll = async (keep?: VirtualDisk): Promise<void> => {
     for (const m of mismatched) if (m.disk !== keep) await m.disk.close().catch(() => undefined);
   };
 
   /** Opens `path` and says whether it is the parent; records the attempt. */
-  const consider = async (key: string, stored: string, path: string): Promise<VirtualDisk | undefined> => {
+  const consider = async (key: string, stored: string, path: string): Promise<{ disk: VirtualDisk; realPath: string } | undefined> => {
     const note = (result: LocateAttempt['result'], detail?: string): undefined => {
       attempts.push({ key, stored, tried: path, result, ...(detail ? { detail } : {}) });
       return undefined;
@@ -66,7 +67,7 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
     if (options.chainRealPaths?.has(real)) {
       throw new DiskchainError('CHAIN_CYCLE', `${child.path} names ${path} as its parent, which is already in the chain (a cycle, a self-parent or a symlink alias)`, { file: child.path, parent: path });
     }
-    if (options.allowedFolders && !(await isInsideFolders(real, options.allowedFolders))) return note('outside the allowed folders', real);
+    if (allowedRoots && !isInside(real, allowedRoots)) return note('outside the allowed folders', real);
     let disk: VirtualDisk;
     try {
       disk = await openDisk(path);
@@ -78,10 +79,9 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
       await disk.close();
       return note('other format', `a ${child.format.toUpperCase()} child cannot have a ${disk.format.toUpperCase()} parent`);
     }
-    realPaths.set(disk, real);
     if (identityMatches(ref, disk.identity())) {
       attempts.push({ key, stored, tried: path, result: 'found' });
-      return disk;
+      return { disk, realPath: real };
     }
     mismatched.push({ disk, path, realPath: real });
     return note('identity mismatch', `it has ${describeIdentity(disk.identity())}`);
@@ -89,12 +89,12 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
 
   try {
     for (const { entry, path } of await parentPathCandidates(child.path, ref)) {
-      const disk = await consider(entry.key, entry.path, path);
-      if (disk) return { disk, path, realPath: realPaths.get(disk)!, attempts, identityMatches: true, foundBy: 'path' };
+      const found = await consider(entry.key, entry.path, path);
+      if (found) return { ...found, path, attempts, identityMatches: true, foundBy: 'path' };
     }
     for (const path of await searchByIdentity(options.searchPaths ?? [], ref)) {
-      const disk = await consider('search', '', path);
-      if (disk) return { disk, path, realPath: realPaths.get(disk)!, attempts, identityMatches: true, foundBy: 'identity' };
+      const found = await consider('search', '', path);
+      if (found) return { ...found, path, attempts, identityMatches: true, foundBy: 'identity' };
     }
   } catch (e) {
     await closeAll();

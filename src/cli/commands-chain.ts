@@ -1,11 +1,10 @@
 import type { Command } from 'commander';
-import { openChain } from '../chain/open-chain.js';
+import { withChain } from '../chain/open-chain.js';
 import { compareChains } from '../ops/compare.js';
 import { IGNORE_ID_OPTION, SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
-import { EXIT, interruptSignal, printJson, progressBar } from './output.js';
+import { EXIT, interruptSignal, printJson, progressBar, type Run } from './output.js';
 import { formatBytes } from './sizes.js';
 
-type Run = (action: () => Promise<number>, json: boolean) => Promise<void>;
 
 export function registerChainCommands(program: Command, run: Run): void {
   program
@@ -16,9 +15,8 @@ export function registerChainCommands(program: Command, run: Run): void {
     .option(...SEARCH_PATH_OPTION)
     .option(...IGNORE_ID_OPTION)
     .action((disk: string, opts: { json?: boolean; searchPath?: string[]; ignoreIdMismatch?: boolean }) =>
-      run(async () => {
-        const chain = await openChain(disk, searchPathOptions(opts));
-        try {
+      run(() =>
+        withChain(disk, searchPathOptions(opts), async (chain) => {
           const layers = [];
           for (const [i, layer] of chain.layers.entries()) {
             layers.push({
@@ -38,11 +36,8 @@ export function registerChainCommands(program: Command, run: Run): void {
               process.stdout.write(`${'  '.repeat(l.depth)}${l.depth === 0 ? '' : '└ '}${l.path}  ${l.format.toUpperCase()} ${l.diskType}, ${formatBytes(l.allocatedBytes)} allocated\n`);
             }
           }
-        } finally {
-          await chain.close();
-        }
-        return EXIT.ok;
-      }, opts.json ?? false),
+          return EXIT.ok;
+        }), opts.json ?? false),
     );
 
   program
@@ -53,17 +48,13 @@ export function registerChainCommands(program: Command, run: Run): void {
     .option(...SEARCH_PATH_OPTION)
     .option(...IGNORE_ID_OPTION)
     .action((disk: string, opts: { json?: boolean; searchPath?: string[]; ignoreIdMismatch?: boolean }) =>
-      run(async () => {
-        const chain = await openChain(disk, searchPathOptions(opts));
-        try {
+      run(() =>
+        withChain(disk, searchPathOptions(opts), async (chain) => {
           const withPaths = (await chain.mapAll()).map((e) => ({ ...e, file: e.layer !== undefined ? chain.layers[e.layer]!.path : null }));
           if (opts.json) printJson({ extents: withPaths });
           else for (const e of withPaths) process.stdout.write(`${String(e.offset).padStart(16)} ${String(e.length).padStart(16)}  ${e.state.padEnd(6)} ${e.file ?? ''}\n`);
-        } finally {
-          await chain.close();
-        }
-        return EXIT.ok;
-      }, opts.json ?? false),
+          return EXIT.ok;
+        }), opts.json ?? false),
     );
 
   program
@@ -73,20 +64,20 @@ export function registerChainCommands(program: Command, run: Run): void {
     .argument('<b>')
     .option('--json', 'print JSON')
     .action((a: string, b: string, opts: { json?: boolean }) =>
-      run(async () => {
-        const [ca, cb] = [await openChain(a), await openChain(b)];
-        const bar = progressBar('compare');
-        try {
-          const result = await compareChains(ca, cb, { signal: interruptSignal(), onProgress: bar.onProgress });
-          bar.stop();
-          if (opts.json) printJson({ a, b, ...result });
-          else process.stdout.write(result.identical ? 'identical\n' : `differ: first difference at byte ${result.firstDifference}${result.sizeA !== result.sizeB ? ` (sizes ${result.sizeA} and ${result.sizeB})` : ''}\n`);
-          return result.identical ? EXIT.ok : EXIT.findings;
-        } finally {
-          bar.stop();
-          await ca.close();
-          await cb.close();
-        }
-      }, opts.json ?? false),
+      run(() =>
+        withChain(a, {}, (ca) =>
+          withChain(b, {}, async (cb) => {
+            const bar = progressBar('compare');
+            try {
+              const result = await compareChains(ca, cb, { signal: interruptSignal(), onProgress: bar.onProgress });
+              bar.stop();
+              if (opts.json) printJson({ a, b, ...result });
+              else process.stdout.write(result.identical ? 'identical\n' : `differ: first difference at byte ${result.firstDifference}${result.sizeA !== result.sizeB ? ` (sizes ${result.sizeA} and ${result.sizeB})` : ''}\n`);
+              return result.identical ? EXIT.ok : EXIT.findings;
+            } finally {
+              bar.stop();
+            }
+          }),
+        ), opts.json ?? false),
     );
 }

@@ -1,15 +1,14 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import type { Command } from 'commander';
 import { convert } from '../api/convert.js';
-import { openChain } from '../chain/open-chain.js';
+import { openChain, withChain } from '../chain/open-chain.js';
 import { refuseIfDependedOn } from '../ops/dependents.js';
 import { IGNORE_ID_OPTION, SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
 import { DiskchainError } from '../io/errors.js';
 import type { FormatName } from '../formats/types.js';
-import { EXIT, interruptSignal, printJson, progressBar } from './output.js';
+import { EXIT, interruptSignal, printJson, progressBar, type Run } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
 
-type Run = (action: () => Promise<number>, json: boolean) => Promise<void>;
 const CHUNK = 4 * 1024 * 1024;
 
 export function registerDataCommands(program: Command, run: Run): void {
@@ -59,9 +58,8 @@ export function registerDataCommands(program: Command, run: Run): void {
     .option(...SEARCH_PATH_OPTION)
     .option(...IGNORE_ID_OPTION)
     .action((disk: string, opts: { offset: string; length?: string; output?: string; searchPath?: string[]; ignoreIdMismatch?: boolean }) =>
-      run(async () => {
-        const chain = await openChain(disk, searchPathOptions(opts));
-        try {
+      run(() =>
+        withChain(disk, searchPathOptions(opts), async (chain) => {
           const offset = parseSize(opts.offset, 'offset');
           const length = opts.length !== undefined ? parseSize(opts.length, 'length') : chain.virtualSize - offset;
           if (offset + length > chain.virtualSize || length < 0) throw new DiskchainError('OUT_OF_RANGE', `range ${offset}+${length} is outside the virtual disk (${chain.virtualSize} bytes)`, { file: disk });
@@ -73,11 +71,8 @@ export function registerDataCommands(program: Command, run: Run): void {
             done += buf.length;
           }
           if (opts.output) await new Promise<void>((resolve) => out.end(resolve));
-        } finally {
-          await chain.close();
-        }
-        return EXIT.ok;
-      }, false),
+          return EXIT.ok;
+        }), false),
     );
 
   program

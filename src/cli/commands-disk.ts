@@ -3,10 +3,9 @@ import { checkDisk } from '../api/check.js';
 import { createChild, createDisk } from '../api/create.js';
 import { inspect, type DiskInfo, type ParentInfo } from '../api/info.js';
 import { DiskchainError } from '../io/errors.js';
-import { EXIT, printJson } from './output.js';
+import { EXIT, printJson, type Run } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
 
-type Run = (action: () => Promise<number>, json: boolean) => Promise<void>;
 
 export function registerDiskCommands(program: Command, run: Run): void {
   program

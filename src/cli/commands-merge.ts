@@ -1,16 +1,12 @@
 import type { Command } from 'commander';
-import { openChain } from '../chain/open-chain.js';
+import { withChain } from '../chain/open-chain.js';
 import { measureChain } from '../ops/measure.js';
 import { merge } from '../ops/merge.js';
 import { rebase } from '../ops/rebase.js';
 import { reparent } from '../ops/reparent.js';
-import { EXIT, interruptSignal, printJson, progressBar } from './output.js';
+import { EXIT, interruptSignal, printJson, progressBar, type Run } from './output.js';
 import { SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
 import { formatBytes } from './sizes.js';
-
-type Run = (action: () => Promise<number>, json: boolean) => Promise<void>;
-
-
 export function registerMergeCommands(program: Command, run: Run): void {
   program
     .command('merge')
@@ -106,9 +102,8 @@ export function registerMergeCommands(program: Command, run: Run): void {
     .option(...SEARCH_PATH_OPTION)
     .option('--json', 'print JSON')
     .action((disk: string, opts: { searchPath?: string[]; json?: boolean }) =>
-      run(async () => {
-        const chain = await openChain(disk, searchPathOptions(opts));
-        try {
+      run(() =>
+        withChain(disk, searchPathOptions(opts), async (chain) => {
           const m = await measureChain(chain);
           if (opts.json) printJson(m);
           else {
@@ -124,9 +119,6 @@ export function registerMergeCommands(program: Command, run: Run): void {
             );
           }
           return EXIT.ok;
-        } finally {
-          await chain.close();
-        }
-      }, opts.json ?? false),
+        }), opts.json ?? false),
     );
 }

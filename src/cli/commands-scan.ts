@@ -3,9 +3,8 @@ import type { Command } from 'commander';
 import { DiskchainError } from '../io/errors.js';
 import { describeIdentity } from '../chain/identity.js';
 import { scanFolders, type ScanReport, type ScanTree } from '../ops/scan.js';
-import { EXIT, interruptSignal, printJson } from './output.js';
+import { EXIT, interruptSignal, printJson, type Run } from './output.js';
 
-type Run = (action: () => Promise<number>, json: boolean) => Promise<void>;
 
 export function registerScanCommands(program: Command, run: Run): void {
   program

@@ -3,6 +3,9 @@ import { isDiskchainError, type ErrorCode } from '../io/errors.js';
 import type { ProgressCallback } from '../ops/progress.js';
 
 /** Exit codes, stable and documented in --help. */
+/** Runs a command's action: its result is the exit code; an error is reported and mapped to one. */
+export type Run = (action: () => Promise<number>, json: boolean) => Promise<void>;
+
 export const EXIT = {
   ok: 0,
   findings: 1, // check found problems

@@ -4,7 +4,6 @@ import type { DiskChain } from '../chain/disk-chain.js';
 import { COPY_CHUNK as CHUNK } from './convert.js';
 import type { LongOperationOptions } from './progress.js';
 
-
 /** SHA-256 of the whole virtual disk as read through the chain, streamed a chunk at a time. */
 export async function hashChain(chain: DiskChain, options: LongOperationOptions = {}): Promise<string> {
   const hash = createHash('sha256');

@@ -29,7 +29,7 @@ export async function measureChain(chain: DiskChain, options: LongOperationOptio
   const size = chain.virtualSize;
   let dataBytes = 0;
   const touched = { vhdx: 0, vhd: 0 };
-  let last = { vhdx: -1, vhd: -1 };
+  const last = { vhdx: -1, vhd: -1 };
   const blockOf = { vhdx: 32 * MIB, vhd: 2 * MIB };
   for await (const e of chain.mapWindows(options.signal)) {
     if (e.state !== 'data') continue;
@@ -38,7 +38,7 @@ export async function measureChain(chain: DiskChain, options: LongOperationOptio
       const first = Math.max(Math.floor(e.offset / blockOf[f]), last[f] + 1);
       const end = Math.floor((e.offset + e.length - 1) / blockOf[f]);
       if (end >= first) touched[f] += end - first + 1;
-      last = { ...last, [f]: Math.max(last[f], end) };
+      last[f] = Math.max(last[f], end);
     }
   }
   const merge = async (k: number): Promise<MergeMeasure | null> => {

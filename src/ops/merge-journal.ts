@@ -4,7 +4,7 @@ import { DiskchainError } from '../io/errors.js';
 import type { LinkIdentity } from '../formats/types.js';
 import { readJournal } from './journal.js';
 
-export const MERGE_JOURNAL_SUFFIX = '.diskchain-merge.json';
+const MERGE_JOURNAL_SUFFIX = '.diskchain-merge.json';
 const MAX_JOURNALS_LOOKED_AT = 1000;
 
 /** What a merge records beside its target before changing anything, and as it goes. */
@@ -51,7 +51,7 @@ export async function findJournalFor(childPath: string, alsoIn: string[] = []): 
 }
 
 /** Checks the shape of a journal read from disk (it is input like any other file). */
-export function asMergeJournal(record: Record<string, unknown>, path: string): MergeJournal {
+function asMergeJournal(record: Record<string, unknown>, path: string): MergeJournal {
   const bad = (what: string): never => {
     throw new DiskchainError('JOURNAL_MISMATCH', `not a merge journal diskchain understands: ${what}`, { file: path });
   };

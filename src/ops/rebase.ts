@@ -1,11 +1,10 @@
 import { realpath, rename, rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
-import { FileSource } from '../io/file-source.js';
-import { driverFor } from '../formats/registry.js';
 import { DiskChain } from '../chain/disk-chain.js';
 import { linkTo } from '../chain/link-paths.js';
 import { openChain } from '../chain/open-chain.js';
+import { createDisk } from '../chain/open-disk.js';
 import { copyChainInto } from './convert.js';
 import { findDependents } from './dependents.js';
 import { syncFolder } from './journal.js';
@@ -96,10 +95,9 @@ async function replaceWithStandalone(chain: DiskChain, options: LongOperationOpt
   let dataBytes = 0;
   for await (const e of chain.mapWindows(options.signal)) if (e.state === 'data') dataBytes += e.length;
   await ensureSpace(child.path, dataBytes + 8 * 1024 * 1024, `making ${child.path} standalone`);
-  const source = await FileSource.create(tmp);
   let target;
   try {
-    target = await driverFor(child.format).create(source, {
+    target = await createDisk(tmp, child.format, {
       diskType: 'dynamic',
       virtualSize: chain.virtualSize,
       logicalSectorSize: child.logicalSectorSize,
@@ -107,7 +105,6 @@ async function replaceWithStandalone(chain: DiskChain, options: LongOperationOpt
       blockSize: child.blockSize,
     });
   } catch (e) {
-    await source.close();
     await rm(tmp, { force: true });
     throw e;
   }

@@ -1,8 +1,8 @@
 import { realpath, stat } from 'node:fs/promises';
-import { basename, dirname, extname, isAbsolute, join, relative } from 'node:path';
+import { basename, dirname, extname, join } from 'node:path';
 import { catalogFolders, type Catalog, type CatalogEntry, type CatalogOptions, type CatalogProblem } from '../chain/catalog.js';
-import { describeIdentity, identityMatches } from '../chain/identity.js';
-import { parentPathCandidates } from '../chain/locate.js';
+import { describeIdentity, identityKey, identityMatches, linkKey } from '../chain/identity.js';
+import { isInside, parentPathCandidates } from '../chain/locate.js';
 import { MAX_CHAIN_DEPTH } from '../chain/open-chain.js';
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
 import type { LinkIdentity, ParentLocatorEntry, ParentReference } from '../formats/types.js';
@@ -169,7 +169,7 @@ export async function scanFolders(folders: string[], options: ScanOptions = {}):
         t.state = 'other disk';
         mismatchFound.push({ t, entry: found });
       } else if (problemReals.has(real)) t.state = 'unreadable disk';
-      else if (inside(real, roots)) {
+      else if (isInside(real, roots)) {
         t.state = 'not a disk';
         mismatchFound.push({ t });
       } else t.state = 'outside the scanned folders';
@@ -229,13 +229,6 @@ export async function scanFolders(folders: string[], options: ScanOptions = {}):
     duplicates: duplicatesOf(catalog.entries),
     plan,
   };
-}
-
-function inside(real: string, roots: string[]): boolean {
-  return roots.some((r) => {
-    const rel = relative(r, real);
-    return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
-  });
 }
 
 /** Finds every cycle of parent links, removes the links of its members and returns the cycles. */
@@ -299,15 +292,6 @@ function buildTrees(catalog: Catalog, parentOf: Map<CatalogEntry, CatalogEntry>)
     });
   }
   return trees;
-}
-
-/** What identityMatches compares first: the DataWriteGuid, or the VHD unique id (its timestamp may be 0). */
-function linkKey(id: LinkIdentity): string {
-  return id.format === 'vhdx' ? `vhdx:${id.dataWriteGuid}` : `vhd:${id.uniqueId.toLowerCase()}`;
-}
-
-function identityKey(id: LinkIdentity): string {
-  return id.format === 'vhdx' ? `vhdx:${id.dataWriteGuid}` : `vhd:${id.uniqueId.toLowerCase()}:${id.timestamp}`;
 }
 
 /** Entries grouped by `key`, each group in catalog order. */
@@ -390,9 +374,9 @@ async function planTree(tree: ScanTree, { catalog, incomplete, entry, stale, par
   const searchPaths = async (path: string): Promise<string[]> => {
     const from = await realpath(dirname(path)).catch(() => dirname(path));
     const dirs: string[] = [];
-    for (let a = parentOf.get(entry.get(path)!); a; a = parentOf.get(a)) if (!inside(a.realPath, [from])) dirs.push(dirname(a.path));
+    for (let a = parentOf.get(entry.get(path)!); a; a = parentOf.get(a)) if (!isInside(a.realPath, [from])) dirs.push(dirname(a.path));
     const outer = [...new Set(dirs)].sort((x, y) => x.length - y.length);
-    return outer.filter((d, i) => !outer.slice(0, i).some((o) => inside(d, [o])));
+    return outer.filter((d, i) => !outer.slice(0, i).some((o) => isInside(d, [o])));
   };
   const withSearch = async (args: string[], opened: string): Promise<string[]> => [...args, ...(await searchPaths(opened)).flatMap((d) => ['--search-path', d])];
   const fixed = new Set<string>();

@@ -42,6 +42,13 @@ export function qemuImg(args: string[]): string {
   return execFileSync('qemu-img', args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
 }
 
+/** pyvhdi refuses `parent` for `child` because the identities differ. */
+export function pyvhdiRefuses(child: string, parent: string): boolean {
+  const script = 'import sys, pyvhdi\nc = pyvhdi.file(); c.open(sys.argv[1])\np = pyvhdi.file(); p.open(sys.argv[2])\nc.set_parent(p)\n';
+  const r = spawnSync('/usr/bin/python3', ['-c', script, child, parent], { encoding: 'utf8' });
+  return r.status !== 0 && /mismatch/.test(r.stderr);
+}
+
 /**
  * SHA-256 of the whole virtual disk as pyvhdi reads it. `parents` lists the chain above `path`,
  * nearest parent first; each is opened and linked with set_parent.

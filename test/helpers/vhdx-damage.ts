@@ -5,15 +5,13 @@
  * files made by Windows.
  */
 import { view } from '../../src/io/binary.js';
-import { guidToString, NULL_GUID, randomGuid, writeGuid } from '../../src/io/guid.js';
+import { randomGuid, writeGuid } from '../../src/io/guid.js';
 import { decodeBatEntry, encodeBatEntry, BatLayout, type BatEntry } from '../../src/formats/vhdx/bat.js';
 import { decodeHeader, encodeHeader, HEADER_OFFSETS, HEADER_SIZE, type VhdxHeader } from '../../src/formats/vhdx/header.js';
 import { encodeEntry } from '../../src/formats/vhdx/log-entry.js';
 import { decodeMetadataTable, encodeMetadataTable, METADATA_TABLE_SIZE, type MetadataEntry } from '../../src/formats/vhdx/metadata-table.js';
 import { decodeFileParameters, FILE_PARAMETERS_GUID, LOGICAL_SECTOR_SIZE_GUID, VIRTUAL_DISK_SIZE_GUID } from '../../src/formats/vhdx/metadata-items.js';
 import { BAT_REGION_GUID, decodeRegionTable, encodeRegionTable, METADATA_REGION_GUID, REGION_TABLE_OFFSETS, REGION_TABLE_SIZE, type RegionEntry } from '../../src/formats/vhdx/region-table.js';
-
-export const MIB = 1024 * 1024;
 
 export interface CurrentHeaderInfo {
   slot: 0 | 1;
@@ -157,11 +155,7 @@ export function dirtyLog(img: Uint8Array, pages: [number, Uint8Array][], options
   return logGuid;
 }
 
-export function guidAt(img: Uint8Array, at: number): string {
-  return guidToString(img, at);
-}
-
-export { NULL_GUID, randomGuid, writeGuid, encodeHeader, HEADER_OFFSETS, REGION_TABLE_OFFSETS, BAT_REGION_GUID, METADATA_REGION_GUID };
+export { randomGuid, HEADER_OFFSETS, REGION_TABLE_OFFSETS, BAT_REGION_GUID, METADATA_REGION_GUID };
 
 /** A descriptor for buildLogEntry: a whole 4 KiB page, or a run of zeros. */
 export type RawDescriptor = { kind: 'data'; fileOffset: number; page: Uint8Array } | { kind: 'zero'; fileOffset: number; length: number };

@@ -20,14 +20,11 @@ export function decodeBat(buf: Uint8Array, entries: number): Uint32Array {
   return out;
 }
 
-/** Encodes entries [first, first+count) of the table; unused tail bytes of a sector stay 0xFF. */
-export function encodeBatRange(bat: Uint32Array, first: number, count: number, tableEntries = bat.length): Uint8Array {
-  const buf = new Uint8Array(count * 4).fill(0xff);
+/** Encodes entries [first, first+count) of the table, big-endian, for writing in place. */
+export function encodeBatRange(bat: Uint32Array, first: number, count: number): Uint8Array {
+  const buf = new Uint8Array(count * 4);
   const v = view(buf);
-  for (let i = 0; i < count; i++) {
-    const idx = first + i;
-    v.setUint32(i * 4, idx < tableEntries && idx < bat.length ? bat[idx]! : UNALLOCATED);
-  }
+  for (let i = 0; i < count; i++) v.setUint32(i * 4, bat[first + i]!);
   return buf;
 }
 

@@ -1,3 +1,4 @@
+import { isPowerOfTwo } from '../../io/binary.js';
 import type { ByteSource } from '../../io/byte-source.js';
 import { DiskchainError, throwIfAborted } from '../../io/errors.js';
 import type { CreateOptions } from '../types.js';
@@ -10,7 +11,7 @@ import {
 import { encodeDynamicHeader } from './dynamic-header.js';
 import { encodeFooter, vhdTimeStamp } from './footer.js';
 import { geometryForSize } from './geometry.js';
-import { encodeLocatorPath, PLATFORM_W2KU, PLATFORM_W2RU, type LocatorEntry } from './parent-locator.js';
+import { encodeLocatorPath, locatorSpaceFor, PLATFORM_W2KU, PLATFORM_W2RU, type LocatorEntry } from './parent-locator.js';
 import { isUniqueIdString, randomUniqueId } from './unique-id.js';
 
 /**
@@ -43,7 +44,7 @@ export async function writeNewVhd(source: ByteSource, options: CreateOptions): P
   }
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
   if (diskType !== 'fixed') {
-    if (!Number.isInteger(Math.log2(blockSize)) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE) {
+    if (!isPowerOfTwo(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE) {
       throw bad(`block size ${blockSize} must be a power of two between ${MIN_BLOCK_SIZE} and ${MAX_BLOCK_SIZE}`);
     }
     if (Math.ceil(size / blockSize) > MAX_BAT_ENTRIES) throw bad(`block size ${blockSize} needs too many BAT entries for ${size} bytes`);
@@ -83,7 +84,7 @@ export async function writeNewVhd(source: ByteSource, options: CreateOptions): P
     // Windows order: W2ku (absolute) then W2ru (relative); Platform Data Space in bytes, as Windows writes it.
     for (const [code, path] of [[PLATFORM_W2KU, parent.absolutePath], [PLATFORM_W2RU, parent.relativePath]] as const) {
       const data = encodeLocatorPath(path);
-      const space = Math.max(SECTOR, Math.ceil(data.length / SECTOR) * SECTOR);
+      const space = locatorSpaceFor(data.length);
       locators.push({ platformCode: code, platformDataSpace: space, platformDataLength: data.length, platformDataOffset: BigInt(end) });
       locatorData.push([end, data]);
       end += space;

@@ -1,6 +1,7 @@
 import { writeParts, type ByteSource } from '../../io/byte-source.js';
 import { DiskchainError } from '../../io/errors.js';
 import type { DiskType, Extent, ExtentState, LinkIdentity, ParentLinkUpdate, ParentReference, VirtualDisk } from '../types.js';
+import { appendExtent, checkRange } from '../extents.js';
 import { encodeBatRange, UNALLOCATED } from './bat.js';
 import { DEFAULT_BLOCK_SIZE, DYNAMIC_HEADER_SIZE, SECTOR } from './constants.js';
 import { vhdDetails } from './details.js';
@@ -75,11 +76,7 @@ export class VhdDisk implements VirtualDisk {
   async map(offset: number, length: number): Promise<Extent[]> {
     this.checkRange(offset, length);
     const out: Extent[] = [];
-    const push = (o: number, n: number, state: ExtentState): void => {
-      const last = out[out.length - 1];
-      if (last && last.state === state && last.offset + last.length === o) last.length += n;
-      else out.push({ offset: o, length: n, state });
-    };
+    const push = (o: number, n: number, state: ExtentState): void => appendExtent(out, o, n, state);
     if (this.diskType === 'fixed') {
       if (length > 0) push(offset, length, 'data');
       return out;
@@ -194,13 +191,11 @@ export class VhdDisk implements VirtualDisk {
     const fresh: PendingWrite[] = [];
     const freshBlocks: Array<[number, number, Uint8Array]> = [];
     const bitmapUpdates: Array<[number, Uint8Array]> = [];
-    let wroteExisting = false;
     await this.forEachPiece(offset, data.length, async (block, inBlock, n, at) => {
       const piece = data.subarray(at - offset, at - offset + n);
       const entry = this.layout.bat[block]!;
       if (entry !== UNALLOCATED) {
         await this.source.write(piece, this.dataOffset(entry, inBlock));
-        wroteExisting = true;
         if (this.diskType === 'differencing') {
           const bm = await this.bitmap(block);
           if (!allBitsSet(bm, inBlock / SECTOR, n / SECTOR)) {
@@ -243,7 +238,7 @@ export class VhdDisk implements VirtualDisk {
       this.nextFree = newEnd;
       this.layout.footerOffset = newEnd;
       this.layout.dataEnd = Math.max(this.layout.dataEnd, newEnd);
-    } else if (bitmapUpdates.length > 0 && wroteExisting) {
+    } else if (bitmapUpdates.length > 0) {
       await this.source.flush();
     }
     for (const [block, bm] of bitmapUpdates) {
@@ -305,9 +300,7 @@ export class VhdDisk implements VirtualDisk {
   }
 
   private checkRange(offset: number, length: number): void {
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.virtualSize) {
-      throw new DiskchainError('OUT_OF_RANGE', `range ${offset}+${length} is outside the virtual disk (${this.virtualSize} bytes)`, { file: this.path, offset });
-    }
+    checkRange(this.path, this.virtualSize, offset, length);
   }
 
   /** Runs fn after every earlier write/flush has finished (writes must not interleave). */

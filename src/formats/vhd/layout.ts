@@ -1,5 +1,5 @@
 import type { ByteSource } from '../../io/byte-source.js';
-import { toSafeNumber } from '../../io/binary.js';
+import { alignUp, isPowerOfTwo, toSafeNumber } from '../../io/binary.js';
 import { DiskchainError, corrupt } from '../../io/errors.js';
 import type { DiskType, Finding, ParentLocatorEntry, ParentReference } from '../types.js';
 import { batByteLength, decodeBat, UNALLOCATED } from './bat.js';
@@ -163,7 +163,7 @@ async function parseDynamic(source: ByteSource, base: Base, note: (s: Finding['s
     throw new DiskchainError('UNSUPPORTED', `dynamic header version 0x${header.headerVersion.toString(16)} is not 1.0`, { file, offset: headerOffset + 24 });
   }
   const blockSize = header.blockSize;
-  if (!Number.isInteger(Math.log2(blockSize)) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE) {
+  if (!isPowerOfTwo(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE) {
     throw corrupt(`block size ${blockSize} is not a power of two between ${MIN_BLOCK_SIZE} and ${MAX_BLOCK_SIZE}`, file, headerOffset + 32);
   }
   const blockCount = Math.ceil(virtualSize / blockSize);
@@ -218,11 +218,11 @@ async function parseDynamic(source: ByteSource, base: Base, note: (s: Finding['s
   }
   const end = Math.max(metadataEnd, dataEnd);
   // Windows pads to 4 KiB; a gap of a whole block or more is what an interrupted allocation leaves.
-  if (footerSource === 'end' && footerOffset - alignSector(end) >= span) {
-    note('info', 'VHD_UNREFERENCED_SPACE', `${footerOffset - alignSector(end)} bytes before the footer belong to no block (an interrupted allocation leaves these)`, alignSector(end));
+  if (footerSource === 'end' && footerOffset - alignUp(end, SECTOR) >= span) {
+    note('info', 'VHD_UNREFERENCED_SPACE', `${footerOffset - alignUp(end, SECTOR)} bytes before the footer belong to no block (an interrupted allocation leaves these)`, alignUp(end, SECTOR));
   }
-  if (footerSource === 'copy' && fileSize > alignSector(end)) {
-    note('warning', 'VHD_TRAILING_DATA', `${fileSize - alignSector(end)} bytes at the end of the file belong to no block`, alignSector(end));
+  if (footerSource === 'copy' && fileSize > alignUp(end, SECTOR)) {
+    note('warning', 'VHD_TRAILING_DATA', `${fileSize - alignUp(end, SECTOR)} bytes at the end of the file belong to no block`, alignUp(end, SECTOR));
   }
 
   const layout: VhdLayout = {
@@ -292,8 +292,4 @@ async function readLocators(
 
 function overlaps(a: Region, b: Region): boolean {
   return a.start < b.end && b.start < a.end;
-}
-
-function alignSector(n: number): number {
-  return Math.ceil(n / SECTOR) * SECTOR;
 }

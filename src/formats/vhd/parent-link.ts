@@ -1,10 +1,11 @@
+import { alignUp } from '../../io/binary.js';
 import { DiskchainError } from '../../io/errors.js';
 import type { ParentLinkUpdate } from '../types.js';
 import { UNALLOCATED } from './bat.js';
 import { DYNAMIC_HEADER_SIZE, FOOTER_SIZE, SECTOR } from './constants.js';
 import { withParentFields } from './dynamic-header.js';
 import type { VhdLayout } from './layout.js';
-import { encodeLocatorPath, isUnusedEntry, PLATFORM_W2KU, PLATFORM_W2RU, type LocatorEntry } from './parent-locator.js';
+import { encodeLocatorPath, isUnusedEntry, locatorSpaceFor, PLATFORM_W2KU, PLATFORM_W2RU, type LocatorEntry } from './parent-locator.js';
 import { isUniqueIdString, uniqueIdToBytes, uniqueIdToString } from './unique-id.js';
 
 /** The longest path we write: Windows' limit of 32,767 UTF-16 units. */
@@ -46,7 +47,7 @@ export function planParentLink(layout: VhdLayout, header: Uint8Array, link: Pare
   const locators: LocatorEntry[] = [];
   for (const [code, path] of paths) {
     const bytes = encodeLocatorPath(path);
-    const space = alignSector(bytes.length);
+    const space = locatorSpaceFor(bytes.length);
     let at = findGap(taken, space, layout.footerOffset);
     if (at === undefined) {
       at = end;
@@ -78,7 +79,7 @@ function referencedSpans(layout: VhdLayout): Array<[number, number]> {
   const spans: Array<[number, number]> = [
     [0, FOOTER_SIZE],
     [headerOffset, headerOffset + DYNAMIC_HEADER_SIZE],
-    [tableOffset, tableOffset + alignSector(tableEntries * 4)],
+    [tableOffset, tableOffset + alignUp(tableEntries * 4, SECTOR)],
     [footerOffset, Infinity],
   ];
   for (const l of layout.locators) {
@@ -96,14 +97,10 @@ function findGap(spans: Array<[number, number]>, length: number, limit: number):
   const sorted = [...spans].sort((a, b) => a[0] - b[0]);
   let cursor = FOOTER_SIZE;
   for (const [start, stop] of sorted) {
-    const at = alignSector(cursor);
+    const at = alignUp(cursor, SECTOR);
     if (at + length <= Math.min(start, limit)) return at;
     cursor = Math.max(cursor, stop);
     if (cursor >= limit) return undefined;
   }
   return undefined;
-}
-
-function alignSector(n: number): number {
-  return Math.max(SECTOR, Math.ceil(n / SECTOR) * SECTOR);
 }

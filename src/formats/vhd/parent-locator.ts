@@ -1,4 +1,4 @@
-import { asciiAt, utf16leAt, view, writeAscii } from '../../io/binary.js';
+import { alignUp, asciiAt, utf16leAt, view, writeAscii } from '../../io/binary.js';
 import type { ParentLocatorEntry } from '../types.js';
 import { SECTOR } from './constants.js';
 
@@ -73,6 +73,11 @@ export function locatorSpaceBytes(e: LocatorEntry): number {
 }
 
 /** The path a W2ru/W2ku entry holds (UTF-16LE, spec: Platform Code table). */
+/** The Platform Data Space a locator of `dataLength` bytes gets: whole sectors, at least one. */
+export function locatorSpaceFor(dataLength: number): number {
+  return Math.max(SECTOR, alignUp(dataLength, SECTOR));
+}
+
 export function decodeLocatorPath(data: Uint8Array): string {
   return utf16leAt(data, 0, data.length - (data.length % 2));
 }

@@ -90,7 +90,7 @@ async function checkBat(source: ByteSource, layout: VhdxLayout, logOffset: numbe
   const fileSize = await source.size();
   const reserved: [number, number, string][] = [[0, MIB, 'the header section'], [logOffset, logOffset + logLength, 'the log'], ...layout.regions.map((r): [number, number, string] => [r.fileOffset, r.fileOffset + r.length, `region ${r.guid}`])];
   const used: [number, number, number][] = []; // start, end, BAT entry offset
-  const entries = hasParent ? batLayout.totalEntries : batLayout.payloadIndex(batLayout.payloadBlocks - 1) + 1;
+  const entries = batLayout.totalEntries;
   const chunkBytes = MIB;
   const bitmapPresent = new Set<number>();
   const partialChunks = new Map<number, number>();

@@ -2,6 +2,7 @@ import type { ByteSource } from '../../io/byte-source.js';
 import { alignUp } from '../../io/binary.js';
 import { corrupt, DiskchainError } from '../../io/errors.js';
 import { NULL_GUID, randomGuid } from '../../io/guid.js';
+import { appendExtent, checkRange } from '../extents.js';
 import type { Extent, ExtentState, LinkIdentity, ParentLinkUpdate, ParentReference, VirtualDisk } from '../types.js';
 import {
   decodeBatEntry,
@@ -114,7 +115,7 @@ export class VhdxDisk implements VirtualDisk {
   /** Payload and sector bitmap blocks in use, counted a 4 KiB BAT page at a time. */
   async allocatedBytes(): Promise<number> {
     const { batLayout, bat } = this.layout;
-    const entries = this.layout.fileParameters.hasParent ? batLayout.totalEntries : batLayout.payloadIndex(batLayout.payloadBlocks - 1) + 1;
+    const entries = batLayout.totalEntries;
     const lastPayloadIndex = batLayout.payloadIndex(batLayout.payloadBlocks - 1);
     let total = 0;
     for (let first = 0; first < entries; first += PAGE_SIZE / 8) {
@@ -133,11 +134,7 @@ export class VhdxDisk implements VirtualDisk {
 
   async map(offset: number, length: number): Promise<Extent[]> {
     const out: Extent[] = [];
-    for (const { offset: o, length: l, state } of await this.segments(offset, length)) {
-      const last = out[out.length - 1];
-      if (last && last.state === state && last.offset + last.length === o) last.length += l;
-      else out.push({ offset: o, length: l, state });
-    }
+    for (const { offset: o, length: l, state } of await this.segments(offset, length)) appendExtent(out, o, l, state);
     return out;
   }
 
@@ -465,9 +462,7 @@ export class VhdxDisk implements VirtualDisk {
   }
 
   private checkRange(offset: number, length: number): void {
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.virtualSize) {
-      throw new DiskchainError('OUT_OF_RANGE', `range ${offset}+${length} is outside the virtual disk (${this.virtualSize} bytes)`, { file: this.path, offset });
-    }
+    checkRange(this.path, this.virtualSize, offset, length);
   }
 
   private assertOpen(): void {

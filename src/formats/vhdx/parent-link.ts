@@ -8,9 +8,9 @@ import type { VhdxLayout } from './layout.js';
 import { maxPagesPerEntry } from './log-writer.js';
 import { PARENT_LOCATOR_GUID } from './metadata-items.js';
 import { MAX_METADATA_ITEM_LENGTH, METADATA_TABLE_SIZE, type MetadataEntry } from './metadata-table.js';
+import { PAGE_SIZE } from './page-cache.js';
 import type { ParentLocator } from './parent-locator.js';
 
-const PAGE = 4096;
 /** §2.6.2.6.1 KeyLength and ValueLength are 16-bit byte counts. */
 const MAX_VALUE_BYTES = 0xfffe;
 
@@ -101,14 +101,14 @@ export async function planLocatorRewrite(source: ByteSource, layout: VhdxLayout,
   const pages = new Map<number, Uint8Array>();
   const put = async (at: number, bytes: Uint8Array): Promise<void> => {
     for (let done = 0; done < bytes.length; ) {
-      const start = Math.floor((at + done) / PAGE) * PAGE;
+      const start = Math.floor((at + done) / PAGE_SIZE) * PAGE_SIZE;
       let page = pages.get(start);
       if (!page) {
-        page = new Uint8Array(PAGE);
+        page = new Uint8Array(PAGE_SIZE);
         await source.read(page, region.fileOffset + start);
         pages.set(start, page);
       }
-      const n = Math.min(bytes.length - done, start + PAGE - (at + done));
+      const n = Math.min(bytes.length - done, start + PAGE_SIZE - (at + done));
       page.set(bytes.subarray(done, done + n), at + done - start);
       done += n;
     }
