@@ -1,16 +1,21 @@
 // Bundles the CLI into one file, dist/bin/diskchain.js (the package's bin).
-// Loading one file instead of about sixty ES modules saves roughly 60 ms at every start,
-// which is a large share of a short command.
+// Node then loads one file instead of about sixty ES modules (about 60 ms less at every start). The
+// bundle is CommonJS and minified: measured against a bare `node -e 0`, start-up costs 16 ms more
+// instead of 28 ms as an unminified ES module.
 import { build } from 'esbuild';
+import { writeFile } from 'node:fs/promises';
 
 await build({
   entryPoints: ['dist/src/cli/main.js'],
   outfile: 'dist/bin/diskchain.js',
   bundle: true,
   platform: 'node',
-  format: 'esm',
+  format: 'cjs',
   target: 'node20',
-  // commander and cli-progress are CommonJS and call require() for Node's own modules.
-  banner: { js: "import { createRequire as diskchainCreateRequire } from 'node:module';\nconst require = diskchainCreateRequire(import.meta.url);" },
+  minify: true,
+  // Class and function names stay readable in stack traces.
+  keepNames: true,
   logLevel: 'warning',
 });
+// The package is "type": "module"; this folder's one file is CommonJS.
+await writeFile('dist/bin/package.json', '{ "type": "commonjs" }\n');

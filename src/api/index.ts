@@ -1,7 +1,7 @@
 /** The public library surface of diskchain. */
 export { DiskchainError, isDiskchainError, type ErrorCode, type ErrorDetails } from '../io/errors.js';
 export type { ByteSource } from '../io/byte-source.js';
-export { FileSource } from '../io/file-source.js';
+export { FileSource, setFileWriteMode, type FileWriteMode } from '../io/file-source.js';
 export { MemorySource } from '../io/memory-source.js';
 export type {
   CreateOptions,

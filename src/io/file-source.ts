@@ -1,6 +1,24 @@
+import { writeSync, writevSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { ByteSource } from './byte-source.js';
 import { DiskchainError } from './errors.js';
+
+/**
+ * Where file writes run:
+ *  - 'thread-pool' (the default): on libuv's thread pool, so a slow device never stalls the event loop;
+ *  - 'calling-thread': on the JavaScript thread, as a plain pwrite. Each write then blocks the event
+ *    loop for as long as the kernel takes to take the bytes (into the page cache, normally), but skips
+ *    two thread hand-offs; measured on a 1 GiB convert that is 5 to 10% of the wall time. The CLI, which
+ *    owns its process, uses it. Reads and flushes stay on the thread pool either way.
+ */
+export type FileWriteMode = 'thread-pool' | 'calling-thread';
+
+let writeMode: FileWriteMode = 'thread-pool';
+
+/** Sets where every FileSource in this process writes (see FileWriteMode). */
+export function setFileWriteMode(mode: FileWriteMode): void {
+  writeMode = mode;
+}
 
 /** A ByteSource over a file. Opened read-only unless asked otherwise. */
 export class FileSource implements ByteSource {
@@ -59,8 +77,9 @@ export class FileSource implements ByteSource {
     let done = 0;
     try {
       while (done < data.length) {
-        const { bytesWritten } = await this.fh.write(data, done, data.length - done, offset + done);
-        done += bytesWritten;
+        done += writeMode === 'calling-thread'
+          ? writeSync(this.fh.fd, data, done, data.length - done, offset + done)
+          : (await this.fh.write(data, done, data.length - done, offset + done)).bytesWritten;
       }
     } catch (e) {
       throw ioError(e, 'write failed', this.name, offset + done);
@@ -72,7 +91,7 @@ export class FileSource implements ByteSource {
     const total = parts.reduce((n, p) => n + p.length, 0);
     let done = 0;
     try {
-      done = (await this.fh.writev(parts as Uint8Array[], offset)).bytesWritten;
+      done = writeMode === 'calling-thread' ? writevSync(this.fh.fd, parts as Uint8Array[], offset) : (await this.fh.writev(parts as Uint8Array[], offset)).bytesWritten;
     } catch (e) {
       throw ioError(e, 'write failed', this.name, offset);
     }
