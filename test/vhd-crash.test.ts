@@ -115,3 +115,41 @@ for (const diskType of ['dynamic', 'differencing'] as const) {
     });
   }
 }
+
+for (const diskType of ['dynamic', 'differencing'] as const) {
+  test(`a ${diskType} VHD holds new BAT entries and bitmaps until flush(): two flushes for many allocating writes, and the file as it stands before flush() reads the old content`, async () => {
+    const size = 64 * 4096;
+    const initial = await newImage(diskType, size, 4096);
+    const rec = new RecordingSource(new MemorySource(initial, { name: 'held.vhd' }), initial);
+    const disk = await vhdDriver.open(rec, { writable: true });
+    const flushesAtOpen = rec.flushPoints().length;
+    const writes: Array<[number, Uint8Array]> = [];
+    // 16 new blocks, then a second write into each (a new bitmap bit in a differencing disk).
+    for (let i = 0; i < 16; i++) writes.push([i * 2 * 4096, pseudoRandomBytes(1024, 100 + i)]);
+    for (let i = 0; i < 16; i++) writes.push([i * 2 * 4096 + 2048, pseudoRandomBytes(512, 200 + i)]);
+    for (const [at, data] of writes) await disk.write(data, at);
+    assert.equal(rec.flushPoints().length, flushesAtOpen, 'no flush while writing');
+
+    const asItStands = await rec.replay(rec.ops.length);
+    assert.deepEqual((await vhdDriver.check(asItStands)).filter((f) => f.severity !== 'info'), [], 'before flush: clean, with a footer at the end');
+    const old = await vhdDriver.open(asItStands);
+    const seen = new Uint8Array(size);
+    await old.read(seen, 0);
+    assert.ok(seen.every((b) => b === 0), 'before flush: no BAT entry names the new blocks');
+    if (diskType === 'differencing') assert.ok((await old.map(0, size)).every((e) => e.state === 'transparent'));
+
+    await disk.flush();
+    assert.equal(rec.flushPoints().length - flushesAtOpen, 2, 'one flush for the data, one for the BAT and bitmaps');
+    const expected = new Uint8Array(size);
+    for (const [at, data] of writes) expected.set(data, at);
+    const after = await vhdDriver.open(await rec.replay(rec.ops.length));
+    const got = new Uint8Array(size);
+    await after.read(got, 0);
+    assert.deepEqual(Buffer.from(got), Buffer.from(expected));
+    if (diskType === 'differencing') {
+      const data = (await after.map(0, size)).filter((e) => e.state === 'data').reduce((n, e) => n + e.length, 0);
+      assert.equal(data, 16 * (1024 + 512));
+    }
+    await disk.close();
+  });
+}

@@ -10,6 +10,8 @@ import { planParentLink } from './parent-link.js';
 import { allBitsSet, bitRuns, setBits } from './sector-bitmap.js';
 
 const BITMAP_CACHE_LIMIT = 8192;
+/** Allocations and bitmap changes held for the next flush before one is forced (bounds their memory). */
+const MAX_PENDING = 4096;
 /** Largest single write we assemble when coalescing new blocks. */
 const MAX_COALESCED_WRITE = 64 * 1024 * 1024;
 
@@ -31,6 +33,10 @@ export class VhdDisk implements VirtualDisk {
   /** Where the next block goes: the offset of the end footer. */
   private nextFree: number;
   private queue: Promise<unknown> = Promise.resolve();
+  /** New blocks whose BAT entries (set in memory) are not yet on disk. */
+  private readonly pendingEntries = new Set<number>();
+  /** New sector bitmaps of blocks already allocated, not yet on disk. */
+  private readonly pendingBitmaps = new Map<number, Uint8Array>();
   private closed = false;
 
   private constructor(
@@ -122,7 +128,7 @@ export class VhdDisk implements VirtualDisk {
   }
 
   async flush(): Promise<void> {
-    await this.exclusive(() => this.source.flush());
+    await this.exclusive(() => this.commitPending());
   }
 
   async close(): Promise<void> {
@@ -147,6 +153,7 @@ export class VhdDisk implements VirtualDisk {
     if (this.readOnly) throw new DiskchainError('READ_ONLY', 'the disk is open read-only', { file: this.path });
     if (this.diskType !== 'differencing') throw new DiskchainError('UNSUPPORTED', `a ${this.diskType} disk has no parent to rewrite`, { file: this.path });
     await this.exclusive(async () => {
+      await this.commitPending();
       const current = new Uint8Array(DYNAMIC_HEADER_SIZE);
       await this.source.read(current, this.layout.headerOffset);
       const plan = planParentLink(this.layout, current, link);
@@ -178,19 +185,19 @@ export class VhdDisk implements VirtualDisk {
   }
 
   /**
-   * Spec, Block Allocation Table and Data Blocks. Data for allocated blocks is written in place.
-   * New blocks (sector bitmap + data) go where the end footer was; then, each step flushed before
-   * the next: the footer at the new end, then the BAT entries. A crash leaves either the old BAT
-   * (block unreferenced, the end footer possibly overwritten: the copy at offset 0 stands in) or
-   * the complete allocation. Differencing bitmaps of existing blocks are set only after the data
-   * they cover is durable.
+   * Spec, Block Allocation Table and Data Blocks. Data for allocated blocks is written in place. New
+   * blocks (sector bitmap + data) go where the end footer was, and a footer goes right after them, so
+   * a killed process leaves a file that ends with a footer (a power cut may lose it: the copy at
+   * offset 0 stands in). Their BAT entries, and new bitmaps of blocks already allocated, are held in
+   * memory and written at the next flush, after the data they cover is durable (commitPending). A crash
+   * before then leaves the old BAT: the new blocks are unreferenced, and the next writable open cuts
+   * them off. One convert or merge thus costs two flushes, not three per allocating write.
    */
   private async writeSparse(data: Uint8Array, offset: number): Promise<void> {
     const { bitmapSize, blockSize } = this.layout;
     const span = bitmapSize + blockSize;
     const fresh: PendingWrite[] = [];
     const freshBlocks: Array<[number, number, Uint8Array]> = [];
-    const bitmapUpdates: Array<[number, Uint8Array]> = [];
     await this.forEachPiece(offset, data.length, async (block, inBlock, n, at) => {
       const piece = data.subarray(at - offset, at - offset + n);
       const entry = this.layout.bat[block]!;
@@ -201,7 +208,8 @@ export class VhdDisk implements VirtualDisk {
           if (!allBitsSet(bm, inBlock / SECTOR, n / SECTOR)) {
             const next = new Uint8Array(bm);
             setBits(next, inBlock / SECTOR, n / SECTOR);
-            bitmapUpdates.push([block, next]);
+            this.pendingBitmaps.set(block, next);
+            this.cacheBitmap(block, next);
           }
         }
         return;
@@ -218,33 +226,42 @@ export class VhdDisk implements VirtualDisk {
       fresh.push({ offset: start, data: bm }, { offset: start + bitmapSize + inBlock, data: piece });
       freshBlocks.push([block, start, bm]);
     });
-
     if (freshBlocks.length > 0) {
       for (const w of coalesce(fresh)) await writeParts(this.source, w.parts, w.offset);
-      await this.source.flush();
       const newEnd = this.nextFree + freshBlocks.length * span;
       await this.source.write(this.layout.footerBytes, newEnd);
-      await this.source.flush();
-      let lo = Infinity;
-      let hi = -1;
       for (const [block, start, bm] of freshBlocks) {
         this.layout.bat[block] = start / SECTOR;
+        this.pendingEntries.add(block);
         this.cacheBitmap(block, bm);
+      }
+      this.nextFree = newEnd;
+      this.layout.footerOffset = newEnd;
+      this.layout.dataEnd = Math.max(this.layout.dataEnd, newEnd);
+    }
+    if (this.pendingEntries.size + this.pendingBitmaps.size >= MAX_PENDING) await this.commitPending();
+  }
+
+  /**
+   * Flushes the data, then writes the held BAT entries and bitmaps and flushes again: no entry or bit
+   * ever names data that is not yet durable.
+   */
+  private async commitPending(): Promise<void> {
+    await this.source.flush();
+    if (this.pendingEntries.size === 0 && this.pendingBitmaps.size === 0) return;
+    if (this.pendingEntries.size > 0) {
+      let lo = Infinity;
+      let hi = -1;
+      for (const block of this.pendingEntries) {
         lo = Math.min(lo, block);
         hi = Math.max(hi, block);
       }
       await this.source.write(encodeBatRange(this.layout.bat, lo, hi - lo + 1), this.layout.tableOffset + lo * 4);
-      await this.source.flush();
-      this.nextFree = newEnd;
-      this.layout.footerOffset = newEnd;
-      this.layout.dataEnd = Math.max(this.layout.dataEnd, newEnd);
-    } else if (bitmapUpdates.length > 0) {
-      await this.source.flush();
     }
-    for (const [block, bm] of bitmapUpdates) {
-      await this.source.write(bm, this.layout.bat[block]! * SECTOR);
-      this.cacheBitmap(block, bm);
-    }
+    for (const [block, bm] of this.pendingBitmaps) await this.source.write(bm, this.layout.bat[block]! * SECTOR);
+    await this.source.flush();
+    this.pendingEntries.clear();
+    this.pendingBitmaps.clear();
   }
 
   /** Makes the copy at offset 0 match the footer and puts a footer right after the last structure. */
@@ -267,7 +284,7 @@ export class VhdDisk implements VirtualDisk {
   }
 
   private async bitmap(block: number): Promise<Uint8Array> {
-    const hit = this.bitmaps.get(block);
+    const hit = this.pendingBitmaps.get(block) ?? this.bitmaps.get(block);
     if (hit) return hit;
     const bm = new Uint8Array(this.layout.bitmapSize);
     await this.source.read(bm, this.layout.bat[block]! * SECTOR);
