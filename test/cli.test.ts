@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { convert } from '../src/api/convert.js';
+import { convert, partialPath } from '../src/api/convert.js';
 import { isDiskchainError } from '../src/io/errors.js';
 import { FIXTURES, qemuImg, requireOracle } from './helpers/oracles.js';
 
@@ -144,6 +144,7 @@ test('convert honours an AbortSignal and removes the partial target', async () =
     (e: unknown) => isDiskchainError(e) && e.code === 'ABORTED',
   );
   assert.throws(() => statSync(target), /ENOENT/);
+  assert.throws(() => statSync(partialPath(target)), /ENOENT/);
 });
 
 test('qemu-img made dynamic VHDX reads the same through diskchain', (t) => {

@@ -1,7 +1,10 @@
-import { rm } from 'node:fs/promises';
+import { lstat, rename, rm } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { openChain } from '../chain/open-chain.js';
 import type { DiskType, FormatName } from '../formats/types.js';
+import { DiskchainError } from '../io/errors.js';
 import { copyChainInto, type CopyResult } from '../ops/convert.js';
+import { syncFolder } from '../ops/journal.js';
 import type { LongOperationOptions } from '../ops/progress.js';
 import { createDisk } from './create.js';
 
@@ -15,14 +18,25 @@ export interface ConvertOptions extends LongOperationOptions {
   searchPaths?: string[];
 }
 
+/** The name a convert writes under until it is complete. */
+export function partialPath(targetPath: string): string {
+  return `${targetPath}.diskchain-partial`;
+}
+
 /**
  * Reads `sourcePath` through its whole chain and writes a standalone image at `targetPath`.
- * The target must not exist; on failure or cancellation the partial target is removed.
+ * The target must not exist. The image is written as `<target>.diskchain-partial` and renamed to the
+ * target only once complete and flushed, so a convert that dies (even by kill -9 or power loss) never
+ * leaves a file under the target's name that looks whole and is not. A failed or cancelled convert
+ * removes its partial file; one left by a killed convert is replaced by the next run.
  */
 export async function convert(sourcePath: string, targetPath: string, options: ConvertOptions): Promise<CopyResult> {
+  await refuseExisting(targetPath);
   const chain = await openChain(sourcePath, { ...(options.sourceFormat ? { format: options.sourceFormat } : {}), ...(options.searchPaths ? { searchPaths: options.searchPaths } : {}) });
+  const partial = partialPath(targetPath);
   try {
-    const target = await createDisk(targetPath, options.format, {
+    await rm(partial, { force: true });
+    const target = await createDisk(partial, options.format, {
       diskType: options.diskType ?? 'dynamic',
       virtualSize: chain.virtualSize,
       logicalSectorSize: chain.logicalSectorSize,
@@ -32,13 +46,21 @@ export async function convert(sourcePath: string, targetPath: string, options: C
     try {
       const result = await copyChainInto(chain, target, options);
       await target.close();
+      await refuseExisting(targetPath);
+      await rename(partial, targetPath);
+      await syncFolder(dirname(resolve(targetPath)));
       return result;
     } catch (e) {
       await target.close().catch(() => undefined);
-      await rm(targetPath, { force: true });
+      await rm(partial, { force: true });
       throw e;
     }
   } finally {
     await chain.close();
   }
+}
+
+async function refuseExisting(path: string): Promise<void> {
+  const existing = await lstat(path).catch(() => undefined);
+  if (existing) throw new DiskchainError('IO', 'cannot create file: it already exists', { file: path, errno: 'EEXIST' });
 }
