@@ -100,29 +100,44 @@ test('convert refuses an existing target and leaves it unchanged', async () => {
   assert.equal(readFileSync(out, 'utf8'), 'not to be touched');
 });
 
+/** Spawns a convert and kills it `delay` ms after its partial file appears (or `delay` ms after spawn when `fromSpawn`). */
+async function killedConvert(args: string[], partial: string, delay: number, fromSpawn: boolean): Promise<{ code: number | null; partialSeen: boolean }> {
+  const child = spawn('node', [CLI, ...args], { stdio: 'ignore' });
+  let exited = false;
+  const exit = new Promise<number | null>((res) => child.on('exit', (c) => ((exited = true), res(c))));
+  let partialSeen = false;
+  if (!fromSpawn) {
+    while (!exited && !existsSync(partial)) await new Promise((r) => setTimeout(r, 1));
+    partialSeen = existsSync(partial);
+  }
+  const timer = setTimeout(() => child.kill('SIGKILL'), delay);
+  const code = await exit;
+  clearTimeout(timer);
+  return { code, partialSeen };
+}
+
 test('a convert killed (SIGKILL) at any moment leaves no file under the target name, or a complete one; the next run finishes', async () => {
-  const size = 48 * MIB;
+  const size = 96 * MIB;
   const src = join(dir, 'k.raw');
   writeFileSync(src, randomBytesFrom(11, size));
   const want = fileSha256(src);
   let killedMidway = 0;
-  for (const [i, ms] of [5, 40, 70, 90, 110, 130, 160, 200, 260, 400].entries()) {
+  const moments: Array<[number, boolean]> = [[5, true], [0, false], [1, false], [3, false], [6, false], [10, false], [20, false], [35, false], [60, false], [100, false]];
+  for (const [i, [ms, fromSpawn]] of moments.entries()) {
     for (const format of ['vhdx', 'vhd'] as const) {
       const out = join(dir, `k${i}.${format}`);
-      const child = spawn('node', [CLI, 'convert', src, out, '-f', 'raw', '-O', format], { stdio: 'ignore' });
-      const timer = setTimeout(() => child.kill('SIGKILL'), ms);
-      const code = await new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
-      clearTimeout(timer);
+      const { code, partialSeen } = await killedConvert([ 'convert', src, out, '-f', 'raw', '-O', format], partialPath(out), ms, fromSpawn);
+      const what = `${format}, killed ${ms} ms after ${fromSpawn ? 'spawn' : 'the partial file appeared'}`;
       if (existsSync(out)) {
         const disk = await openDisk(out);
-        assert.equal(sha256(await readAll(disk)), want, `${format} after ${ms} ms: a target under its name is complete`);
+        assert.equal(sha256(await readAll(disk)), want, `${what}: a target under its name is complete`);
         await disk.close();
       } else {
-        assert.equal(code, null, `${format} after ${ms} ms: only a killed convert leaves no target`);
-        if (existsSync(partialPath(out))) killedMidway++;
+        assert.equal(code, null, `${what}: only a killed convert leaves no target`);
+        if (partialSeen) killedMidway++;
         const again = spawnSync('node', [CLI, 'convert', src, out, '-f', 'raw', '-O', format]);
         assert.equal(again.status, 0, again.stderr.toString());
-        assert.equal(existsSync(partialPath(out)), false);
+        assert.equal(existsSync(partialPath(out)), false, `${what}: the next run leaves no partial file`);
         const disk = await openDisk(out);
         assert.equal(sha256(await readAll(disk)), want);
         await disk.close();
@@ -130,5 +145,5 @@ test('a convert killed (SIGKILL) at any moment leaves no file under the target n
       rmSync(out, { force: true });
     }
   }
-  assert.ok(killedMidway >= 4, `at least 4 kills landed while the partial file was being written (got ${killedMidway})`);
+  assert.ok(killedMidway >= 6, `at least 6 kills landed while the partial file was being written (got ${killedMidway})`);
 });
