@@ -75,6 +75,8 @@ export class FileSource implements ByteSource {
   async write(data: Uint8Array, offset: number): Promise<void> {
     this.assertWritable();
     let done = 0;
+    // Work already started (a read ahead, say) gets to queue its own I/O before this thread blocks.
+    if (writeMode === 'calling-thread') await new Promise<void>((resolve) => setImmediate(resolve));
     try {
       while (done < data.length) {
         done += writeMode === 'calling-thread'
@@ -90,6 +92,7 @@ export class FileSource implements ByteSource {
     this.assertWritable();
     const total = parts.reduce((n, p) => n + p.length, 0);
     let done = 0;
+    if (writeMode === 'calling-thread') await new Promise<void>((resolve) => setImmediate(resolve));
     try {
       done = writeMode === 'calling-thread' ? writevSync(this.fh.fd, parts as Uint8Array[], offset) : (await this.fh.writev(parts as Uint8Array[], offset)).bytesWritten;
     } catch (e) {

@@ -99,22 +99,31 @@ export class VhdDisk implements VirtualDisk {
     return out;
   }
 
+  /** Reads the blocks a range covers concurrently: one turn of the event loop queues every pread. */
   async read(target: Uint8Array, offset: number): Promise<void> {
     this.checkRange(offset, target.length);
     if (this.diskType === 'fixed') return this.source.read(target, offset);
+    const reads: Promise<void>[] = [];
     await this.forEachPiece(offset, target.length, async (block, inBlock, n, at) => {
-      const dst = target.subarray(at - offset, at - offset + n);
-      const entry = this.layout.bat[block]!;
-      if (entry === UNALLOCATED) return void dst.fill(0);
-      await this.source.read(dst, this.dataOffset(entry, inBlock));
-      if (this.diskType !== 'differencing') return;
-      // Spec, Sector Bitmap: a clear bit in a differencing disk means "not in this file".
-      const bm = await this.bitmap(block);
-      for (const [s, count, set] of bitRuns(bm, inBlock / SECTOR, n / SECTOR)) {
-        if (!set) dst.fill(0, s * SECTOR - inBlock, s * SECTOR - inBlock + count * SECTOR);
-      }
+      reads.push(this.readInBlock(target.subarray(at - offset, at - offset + n), block, inBlock, n));
     });
+    // Every read settles before this returns, so none writes into the caller's buffer afterwards.
+    const failed = (await Promise.allSettled(reads)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
+
+  private async readInBlock(dst: Uint8Array, block: number, inBlock: number, n: number): Promise<void> {
+    const entry = this.layout.bat[block]!;
+    if (entry === UNALLOCATED) return void dst.fill(0);
+    await this.source.read(dst, this.dataOffset(entry, inBlock));
+    if (this.diskType !== 'differencing') return;
+    // Spec, Sector Bitmap: a clear bit in a differencing disk means "not in this file".
+    const bm = await this.bitmap(block);
+    for (const [s, count, set] of bitRuns(bm, inBlock / SECTOR, n / SECTOR)) {
+      if (!set) dst.fill(0, s * SECTOR - inBlock, s * SECTOR - inBlock + count * SECTOR);
+    }
+  }
+
 
   async write(data: Uint8Array, offset: number): Promise<void> {
     if (this.readOnly) throw new DiskchainError('READ_ONLY', 'the disk is open read-only', { file: this.path });

@@ -138,12 +138,17 @@ export class VhdxDisk implements VirtualDisk {
     return out;
   }
 
+  /** Reads the stored pieces of a range concurrently: one turn of the event loop queues every pread. */
   async read(target: Uint8Array, offset: number): Promise<void> {
+    const reads: Promise<void>[] = [];
     for (const s of await this.segments(offset, target.length)) {
       const part = target.subarray(s.offset - offset, s.offset - offset + s.length);
-      if (s.fileOffset !== undefined) await this.source.read(part, s.fileOffset);
+      if (s.fileOffset !== undefined) reads.push(this.source.read(part, s.fileOffset));
       else part.fill(0);
     }
+    // Every read settles before this returns, so none writes into the caller's buffer afterwards.
+    const failed = (await Promise.allSettled(reads)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   /** The pieces of [offset, offset+length) as stored in this layer. */
