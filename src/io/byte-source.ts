@@ -39,3 +39,12 @@ export async function writeParts(source: ByteSource, parts: readonly Uint8Array[
     at += p.length;
   }
 }
+
+/**
+ * Waits for every one of `reads` (started together, into parts of one buffer) to settle, then throws
+ * the first failure: no read still lands in the caller's buffer once this has returned or thrown.
+ */
+export async function settleReads(reads: readonly Promise<void>[]): Promise<void> {
+  const failed = (await Promise.allSettled(reads)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}

@@ -20,6 +20,11 @@ export function setFileWriteMode(mode: FileWriteMode): void {
   writeMode = mode;
 }
 
+/** In 'calling-thread' mode: lets work already started (a read ahead, say) queue its I/O before this thread blocks. */
+async function beforeBlockingWrite(): Promise<void> {
+  if (writeMode === 'calling-thread') await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
 /** A ByteSource over a file. Opened read-only unless asked otherwise. */
 export class FileSource implements ByteSource {
   readonly name: string;
@@ -75,8 +80,7 @@ export class FileSource implements ByteSource {
   async write(data: Uint8Array, offset: number): Promise<void> {
     this.assertWritable();
     let done = 0;
-    // Work already started (a read ahead, say) gets to queue its own I/O before this thread blocks.
-    if (writeMode === 'calling-thread') await new Promise<void>((resolve) => setImmediate(resolve));
+    await beforeBlockingWrite();
     try {
       while (done < data.length) {
         done += writeMode === 'calling-thread'
@@ -92,7 +96,7 @@ export class FileSource implements ByteSource {
     this.assertWritable();
     const total = parts.reduce((n, p) => n + p.length, 0);
     let done = 0;
-    if (writeMode === 'calling-thread') await new Promise<void>((resolve) => setImmediate(resolve));
+    await beforeBlockingWrite();
     try {
       done = writeMode === 'calling-thread' ? writevSync(this.fh.fd, parts as Uint8Array[], offset) : (await this.fh.writev(parts as Uint8Array[], offset)).bytesWritten;
     } catch (e) {

@@ -65,7 +65,7 @@ export async function copyChainInto(chain: DiskChain, target: VirtualDisk, optio
       const part = await reads.get(i)!;
       reads.delete(i);
       const offset = i * chunkSize;
-      if (part) bytesWritten += await writeNonZeroRuns(target, part, offset, ZERO_GRANULE);
+      if (part) bytesWritten += await writeNonZeroRuns(target, part, offset);
       options.onProgress?.(Math.min(offset + chunkSize, size), size);
     }
   } catch (e) {
@@ -77,8 +77,9 @@ export async function copyChainInto(chain: DiskChain, target: VirtualDisk, optio
   return { bytesWritten, bytesSkipped };
 }
 
-/** Writes the runs of `unit`-sized pieces of `data` that hold a non-zero byte, each run in one call. */
-async function writeNonZeroRuns(target: VirtualDisk, data: Uint8Array, offset: number, unit: number): Promise<number> {
+/** Writes the runs of ZERO_GRANULE pieces of `data` that hold a non-zero byte, each run in one call. */
+async function writeNonZeroRuns(target: VirtualDisk, data: Uint8Array, offset: number): Promise<number> {
+  const unit = ZERO_GRANULE;
   let written = 0;
   let runStart = -1;
   for (let at = 0; ; at = Math.min(at + unit, data.length)) {

@@ -1,4 +1,4 @@
-import { writeParts, type ByteSource } from '../../io/byte-source.js';
+import { settleReads, writeParts, type ByteSource } from '../../io/byte-source.js';
 import { DiskchainError } from '../../io/errors.js';
 import type { DiskType, Extent, ExtentState, LinkIdentity, ParentLinkUpdate, ParentReference, VirtualDisk } from '../types.js';
 import { appendExtent, checkRange } from '../extents.js';
@@ -107,9 +107,7 @@ export class VhdDisk implements VirtualDisk {
     await this.forEachPiece(offset, target.length, async (block, inBlock, n, at) => {
       reads.push(this.readInBlock(target.subarray(at - offset, at - offset + n), block, inBlock, n));
     });
-    // Every read settles before this returns, so none writes into the caller's buffer afterwards.
-    const failed = (await Promise.allSettled(reads)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    await settleReads(reads);
   }
 
   private async readInBlock(dst: Uint8Array, block: number, inBlock: number, n: number): Promise<void> {
@@ -123,7 +121,6 @@ export class VhdDisk implements VirtualDisk {
       if (!set) dst.fill(0, s * SECTOR - inBlock, s * SECTOR - inBlock + count * SECTOR);
     }
   }
-
 
   async write(data: Uint8Array, offset: number): Promise<void> {
     if (this.readOnly) throw new DiskchainError('READ_ONLY', 'the disk is open read-only', { file: this.path });
@@ -259,12 +256,8 @@ export class VhdDisk implements VirtualDisk {
     await this.source.flush();
     if (this.pendingEntries.size === 0 && this.pendingBitmaps.size === 0) return;
     if (this.pendingEntries.size > 0) {
-      let lo = Infinity;
-      let hi = -1;
-      for (const block of this.pendingEntries) {
-        lo = Math.min(lo, block);
-        hi = Math.max(hi, block);
-      }
+      const lo = Math.min(...this.pendingEntries);
+      const hi = Math.max(...this.pendingEntries);
       await this.source.write(encodeBatRange(this.layout.bat, lo, hi - lo + 1), this.layout.tableOffset + lo * 4);
     }
     for (const [block, bm] of this.pendingBitmaps) await this.source.write(bm, this.layout.bat[block]! * SECTOR);

@@ -1,4 +1,4 @@
-import type { ByteSource } from '../../io/byte-source.js';
+import { settleReads, type ByteSource } from '../../io/byte-source.js';
 import { alignUp } from '../../io/binary.js';
 import { corrupt, DiskchainError } from '../../io/errors.js';
 import { NULL_GUID, randomGuid } from '../../io/guid.js';
@@ -146,9 +146,7 @@ export class VhdxDisk implements VirtualDisk {
       if (s.fileOffset !== undefined) reads.push(this.source.read(part, s.fileOffset));
       else part.fill(0);
     }
-    // Every read settles before this returns, so none writes into the caller's buffer afterwards.
-    const failed = (await Promise.allSettled(reads)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    await settleReads(reads);
   }
 
   /** The pieces of [offset, offset+length) as stored in this layer. */
