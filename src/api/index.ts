@@ -40,3 +40,33 @@ export { measureChain, type Measure, type MergeMeasure } from '../ops/measure.js
 export { hashChain } from '../ops/hash.js';
 export { resolveParent, type ParentSearchOptions, type ResolvedParent } from '../chain/resolve-parent.js';
 export type { ParentLinkUpdate } from '../formats/types.js';
+export {
+  openVm,
+  withVm,
+  createVm,
+  listVms,
+  groupCheckpoint,
+  groupRemove,
+  VirtualMachine,
+  type OpenVmOptions,
+  type CreateVmOptions,
+  type CreatedVm,
+  type VmListEntry,
+  type VmDescription,
+  type CheckpointInfo,
+  type CheckpointOptions,
+  type ApplyOptions,
+  type ApplyResult,
+  type RemoveOptions,
+  type RemoveResult,
+  type ExportOptions,
+  type ExportResult,
+  type CheckOptions,
+  type VmCheckReport,
+  type VmFinding,
+  type GroupCheckpointOptions,
+  type GroupCheckpointResult,
+  type Manifest,
+  type RecoveryReport,
+  type Transaction,
+} from './vm.js';

@@ -13,6 +13,7 @@ export const EXIT = {
   badInput: 3, // corrupt, truncated, unsupported or unknown format
   chain: 4, // parent missing, mismatched, cycle
   io: 5, // operating system error, no space
+  notFound: 6, // no such VM or checkpoint, an ambiguous name, a target that exists
   aborted: 130,
 } as const;
 
@@ -21,11 +22,15 @@ Exit codes:
   0    success (check: no errors or warnings)
   1    check found errors or warnings
   2    usage error (bad option or argument)
-  3    the input is corrupt, truncated, unsupported or not a disk image
+  3    the input is corrupt, truncated, unsupported or not a disk image, or a VM's vm.json
+       is damaged or disagrees with its files (MANIFEST_INVALID)
   4    the chain is broken, or the operation would break it: parent not found, identity
        mismatch, cycle, too deep, path outside the allowed folders, another disk depends on
-       a file the operation changes, a merge journal that no longer fits the chain
+       a file the operation changes, a merge journal that no longer fits the chain, or
+       another operation holds the VM (VM_BUSY)
   5    I/O error or no space left
+  6    no such VM or checkpoint, or a checkpoint name that matches several (NOT_FOUND,
+       CHECKPOINT_NOT_FOUND, AMBIGUOUS), or the target already exists (EXISTS)
   130  cancelled (Ctrl-C)`;
 
 function exitCodeFor(code: ErrorCode): number {
@@ -45,6 +50,13 @@ function exitCodeFor(code: ErrorCode): number {
     case 'IO':
     case 'NO_SPACE':
       return EXIT.io;
+    case 'VM_BUSY':
+      return EXIT.chain;
+    case 'NOT_FOUND':
+    case 'CHECKPOINT_NOT_FOUND':
+    case 'AMBIGUOUS':
+    case 'EXISTS':
+      return EXIT.notFound;
     case 'ABORTED':
       return EXIT.aborted;
     default:

@@ -16,7 +16,14 @@ export type ErrorCode =
   | 'HAS_DEPENDENTS' // another disk depends on a file an operation would change or remove
   | 'JOURNAL_MISMATCH' // an operation journal describes a chain that has changed since
   | 'ABORTED'
-  | 'IO'; // the operating system refused an operation
+  | 'IO' // the operating system refused an operation
+  | 'LOCKED' // another process holds a lock on the file (details.holder: pid, command)
+  | 'VM_BUSY' // another operation holds the VM's lock (details.holder)
+  | 'NOT_FOUND' // no VM folder (or disk of a VM) by that name
+  | 'CHECKPOINT_NOT_FOUND' // no checkpoint with that id or name
+  | 'AMBIGUOUS' // a name matches several checkpoints (details.candidates)
+  | 'MANIFEST_INVALID' // vm.json (or a record beside it) is damaged, hand-edited wrongly, or disagrees with the files (details.path: the JSON path)
+  | 'EXISTS'; // the target (a VM folder, an export) already exists
 
 export interface ErrorDetails {
   file?: string;

@@ -1,6 +1,9 @@
-import { open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { syncFolder, writeFileAtomic } from '../io/durable.js';
 import { DiskchainError } from '../io/errors.js';
+
+export { syncFolder };
 
 /** Journals larger than this are not ours (bounded read of an untrusted file). */
 const MAX_JOURNAL_BYTES = 1024 * 1024;
@@ -11,16 +14,7 @@ const MAX_JOURNAL_BYTES = 1024 * 1024;
  * the previous state or the next one.
  */
 export async function writeJournal(path: string, record: object): Promise<void> {
-  const tmp = `${path}.tmp`;
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(`${JSON.stringify(record, null, 2)}\n`);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
-  await syncFolder(dirname(path));
+  await writeFileAtomic(path, `${JSON.stringify(record, null, 2)}\n`);
 }
 
 /** The journal's record, or undefined when there is none. Unparseable content is an error, never ignored. */
@@ -45,14 +39,4 @@ export async function removeJournal(path: string): Promise<void> {
   await rm(path, { force: true });
   await rm(`${path}.tmp`, { force: true });
   await syncFolder(dirname(path));
-}
-
-/** Makes renames and removals in a folder durable. */
-export async function syncFolder(folder: string): Promise<void> {
-  const fh = await open(folder, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }

@@ -1,0 +1,77 @@
+/**
+ * Finishing or rolling back what a dead process left in journal/ (see transaction.ts):
+ *
+ *   committed (vm.json names the record)          → finish: delete what the new tree dropped
+ *   collapse, not committed                       → resume the copy, commit, finish
+ *   group member, not committed, group decided    → prepare again (idempotent), commit, finish
+ *   anything else, not committed                  → roll back: undo the actions, drop the record
+ *
+ * A group decided to commit when any member's record says so, or any member's vm.json already holds
+ * a checkpoint of the group (records are marked in every member before the first commit).
+ */
+import { join } from 'node:path';
+import { readdir } from 'node:fs/promises';
+import { DiskchainError } from '../io/errors.js';
+import type { LongOperationOptions } from '../ops/progress.js';
+import { runCollapse } from './collapse.js';
+import { JOURNAL_DIR, readManifest, type VmFolder } from './folder.js';
+import { listRecords, readRecord, Transaction, type TransactionRecord } from './transaction.js';
+
+export interface RecoveryReport {
+  transaction: string;
+  operation: TransactionRecord['operation'];
+  outcome: 'finished' | 'rolled back';
+  started: string;
+  command: string;
+}
+
+/** Whether the group `record` belongs to decided to commit (see the comment at the top). */
+export async function groupDecided(record: TransactionRecord): Promise<boolean> {
+  const group = record.group;
+  if (!group) return false;
+  if (group.decision === 'commit') return true;
+  for (const member of group.members) {
+    for (const path of await listRecords(member)) {
+      const other = await readRecord(path).catch(() => undefined);
+      if (other?.group?.id === group.id && other.group.decision === 'commit') return true;
+    }
+    const m = await readManifest(member).catch(() => undefined);
+    if (m?.checkpoints.some((c) => c.group === group.id)) return true;
+  }
+  return false;
+}
+
+/** Settles every record in the VM's journal (write lock held), oldest first. */
+export async function recoverVm(vm: VmFolder, options: LongOperationOptions = {}): Promise<RecoveryReport[]> {
+  const reports: RecoveryReport[] = [];
+  for (const path of await listRecords(vm.realFolder)) {
+    const record = await readRecord(path);
+    const tx = Transaction.resume(vm, record, path);
+    const report = (outcome: RecoveryReport['outcome']): RecoveryReport => ({ transaction: record.id, operation: record.operation, outcome, started: record.started, command: record.command });
+    if (!tx.committed && record.operation !== 'vm-create' && record.baseGeneration !== vm.manifest.generation) {
+      throw new DiskchainError('JOURNAL_MISMATCH', `the interrupted ${record.operation} (${record.command}, started ${record.started}) began from vm.json generation ${record.baseGeneration}, but vm.json is at generation ${vm.manifest.generation}: it cannot be finished or rolled back safely. Inspect it with vm check`, { file: path });
+    }
+    if (tx.committed) {
+      await tx.finish();
+      reports.push(report('finished'));
+    } else if (record.collapse) {
+      await runCollapse(tx, options);
+      reports.push(report('finished'));
+    } else if (record.group && (await groupDecided(record))) {
+      await tx.prepare(options);
+      await tx.commit();
+      await tx.finish();
+      reports.push(report('finished'));
+    } else {
+      await tx.rollback();
+      reports.push(report('rolled back'));
+    }
+  }
+  return reports;
+}
+
+/** True when the folder's journal holds records (an operation in progress or interrupted). */
+export async function hasPendingRecords(folder: string): Promise<boolean> {
+  const names = await readdir(join(folder, JOURNAL_DIR)).catch(() => [] as string[]);
+  return names.some((n) => n.endsWith('.json'));
+}

@@ -1,0 +1,193 @@
+import type { Command } from 'commander';
+import { groupCheckpoint, groupRemove, withVm, type VmDescription } from '../api/vm.js';
+import { DiskchainError } from '../io/errors.js';
+import { EXIT, interruptSignal, printJson, progressBar, type Run } from './output.js';
+import { formatBytes } from './sizes.js';
+
+/** The tree, Now under its parent, as Hyper-V Manager's checkpoint pane shows it. */
+export function treeText(d: VmDescription): string {
+  const lines = [`${d.name}`];
+  const size = (n: number | null): string => (n === null ? '?' : formatBytes(n).replace(/ \(.*\)$/, ''));
+  const walk = (parent: string | null, indent: string): void => {
+    const kids = d.checkpoints.filter((c) => c.parent === parent);
+    const items: Array<{ now: true } | { now: false; c: (typeof kids)[number] }> = [...kids.map((c) => ({ now: false as const, c })), ...(d.now.parent === parent ? [{ now: true as const }] : [])];
+    items.forEach((item, i) => {
+      const last = i === items.length - 1;
+      const branch = `${indent}${last ? '└─ ' : '├─ '}`;
+      if (item.now) lines.push(`${branch}▶ Now  (own ${size(d.now.ownBytes)})`);
+      else {
+        const c = item.c;
+        lines.push(`${branch}${c.name}  [${c.type}] ${c.created}  own ${size(c.ownBytes)}, removal reclaims ${size(c.reclaimBytes)}  ${c.id}${c.group ? `  group ${c.group}` : ''}`);
+        walk(c.id, `${indent}${last ? '   ' : '│  '}`);
+      }
+    });
+  };
+  walk(null, '');
+  for (const p of d.pending) lines.push(`PENDING: ${p.operation} (${p.command}, process ${p.pid}); the next command that changes the VM finishes or rolls it back`);
+  return lines.join('\n') + '\n';
+}
+
+function checkpointLine(c: { id: string; name: string; created: string }): string {
+  return `"${c.name}" (${c.id}, ${c.created})`;
+}
+
+export function registerCheckpointCommands(program: Command, run: Run): void {
+  const cp = program.command('checkpoint').description("a VM's checkpoint tree: create, list, apply, remove, rename, export (the VM must be off)");
+
+  cp.command('create')
+    .description('Checkpoint-VM: freeze every disk at once; each gets a new <disk>_<GUID>.avhdx that takes the writes. Several VMs: one group checkpoint, same instant, all or none')
+    .argument('<vm...>')
+    .option('--name <name>', 'the name (default "<VM> (<date time>)"); names may repeat')
+    .option('--json', 'print JSON')
+    .action((folders: string[], opts: { name?: string; json?: boolean }) =>
+      run(async () => {
+        if (folders.length > 1) {
+          const result = await groupCheckpoint(folders, { ...(opts.name ? { name: opts.name } : {}), signal: interruptSignal() });
+          if (opts.json) printJson(result);
+          else process.stdout.write(`group ${result.group}:\n${result.checkpoints.map((c) => `  ${c.vm}: ${checkpointLine(c.checkpoint)}`).join('\n')}\n`);
+          return EXIT.ok;
+        }
+        return withVm(folders[0]!, { command: 'checkpoint create' }, async (vm) => {
+          const c = await vm.checkpoint({ ...(opts.name ? { name: opts.name } : {}), signal: interruptSignal() });
+          if (opts.json) printJson({ checkpoints: [c] });
+          else process.stdout.write(`created checkpoint ${checkpointLine(c)}\n${c.disks.map((d) => `  ${d.id}: froze ${d.file}`).join('\n')}\n`);
+          return EXIT.ok;
+        });
+      }, opts.json ?? false),
+    );
+
+  cp.command('list')
+    .description('the tree with Now under the checkpoint it derives from: ids, names, times, type, own bytes, bytes a removal reclaims (read-only)')
+    .argument('<vm>')
+    .option('--json', 'print JSON (checkpoints: [{ id, name, parent, created, type, ... }], now: { parent })')
+    .action((folder: string, opts: { json?: boolean }) =>
+      run(
+        () =>
+          withVm(folder, { lock: 'none', command: 'checkpoint list' }, async (vm) => {
+            const d = await vm.describe();
+            if (opts.json) printJson({ vm: { id: d.id, name: d.name, folder: d.folder }, checkpoints: d.checkpoints, now: d.now, unnamed: d.unnamed, pending: d.pending });
+            else process.stdout.write(treeText(d));
+            return EXIT.ok;
+          }),
+        opts.json ?? false,
+      ),
+    );
+
+  cp.command('apply')
+    .description("Restore-VMSnapshot: Now starts again from the checkpoint. NOW'S CURRENT STATE IS DISCARDED unless --checkpoint-first saves it as a checkpoint first")
+    .argument('<vm>')
+    .argument('<checkpoint>', 'id or name')
+    .option('--checkpoint-first [name]', 'save Now as a checkpoint first (Hyper-V\'s "Create checkpoint and apply")')
+    .option('--json', 'print JSON')
+    .action((folder: string, ref: string, opts: { checkpointFirst?: boolean | string; json?: boolean }) =>
+      run(
+        () =>
+          withVm(folder, { command: 'checkpoint apply' }, async (vm) => {
+            const bar = progressBar('merge');
+            try {
+              const r = await vm.apply(ref, { ...(opts.checkpointFirst !== undefined ? { checkpointFirst: opts.checkpointFirst } : {}), signal: interruptSignal(), onProgress: bar.onProgress });
+              bar.stop();
+              if (opts.json) printJson(r);
+              else {
+                const lines = [
+                  ...(r.savedFirst ? [`saved Now first as ${checkpointLine(r.savedFirst)}`] : [`discarded Now (${r.discarded.join(', ') || 'nothing'})`]),
+                  `applied "${r.applied.name}" (${r.applied.id}): Now starts from it`,
+                ];
+                process.stdout.write(lines.join('\n') + '\n');
+              }
+              return EXIT.ok;
+            } finally {
+              bar.stop();
+            }
+          }),
+        opts.json ?? false,
+      ),
+    );
+
+  cp.command('remove')
+    .description("Remove-VMSnapshot: the checkpoint goes; its layers merge with their only child (the direction that copies less), stay as unnamed layers while several children depend on them, or are deleted (an off-branch leaf). Now's content never changes")
+    .argument('<vm...>', 'the VM (several VMs with --group)')
+    .option('--checkpoint <checkpoint>', 'id or name (or give it as the last argument)')
+    .option('--subtree', 'remove the checkpoint and every checkpoint below it')
+    .option('--group <group-id>', "remove a group checkpoint's members from each VM given")
+    .option('--json', 'print JSON')
+    .action((args: string[], opts: { checkpoint?: string; subtree?: boolean; group?: string; json?: boolean }) =>
+      run(async () => {
+        const bar = progressBar('merge');
+        try {
+          const common = { subtree: opts.subtree ?? false, signal: interruptSignal(), onProgress: bar.onProgress };
+          if (opts.group) {
+            const results = await groupRemove(args, opts.group, common);
+            bar.stop();
+            if (opts.json) printJson({ vms: results });
+            else process.stdout.write(results.map((r) => `${r.folder}: removed ${r.result.removed.map((c) => `"${c.name}"`).join(', ')}`).join('\n') + '\n');
+            return EXIT.ok;
+          }
+          const ref = opts.checkpoint ?? (args.length === 2 ? args[1] : undefined);
+          if (!ref || args.length > 2 || (opts.checkpoint && args.length > 1)) throw new DiskchainError('INVALID_ARGUMENT', 'usage: checkpoint remove <vm> <checkpoint> [--subtree]');
+          return await withVm(args[0]!, { command: 'checkpoint remove' }, async (vm) => {
+            const r = await vm.remove(ref, common);
+            bar.stop();
+            if (opts.json) printJson(r);
+            else {
+              const lines = [`removed ${r.removed.map((c) => `"${c.name}"`).join(', ')}`];
+              for (const m of r.merged) lines.push(`  merged ${m.victim} ${m.direction === 'merge' ? 'into' : 'with'} ${m.survivor} (${formatBytes(m.bytesCopied)} copied)`);
+              for (const f of r.deleted) lines.push(`  deleted ${f}`);
+              for (const f of r.kept) lines.push(`  kept ${f} as an unnamed layer (several children depend on it)`);
+              process.stdout.write(lines.join('\n') + '\n');
+            }
+            return EXIT.ok;
+          });
+        } finally {
+          bar.stop();
+        }
+      }, opts.json ?? false),
+    );
+
+  cp.command('rename')
+    .description('Rename-VMSnapshot (non-empty, at most 100 characters; names may repeat)')
+    .argument('<vm>')
+    .argument('<checkpoint>', 'id or name')
+    .argument('<new-name>')
+    .option('--json', 'print JSON')
+    .action((folder: string, ref: string, name: string, opts: { json?: boolean }) =>
+      run(
+        () =>
+          withVm(folder, { command: 'checkpoint rename' }, async (vm) => {
+            const r = await vm.rename(ref, name);
+            if (opts.json) printJson(r);
+            else process.stdout.write(`renamed "${r.previous}" to "${r.name}" (${r.id})\n`);
+            return EXIT.ok;
+          }),
+        opts.json ?? false,
+      ),
+    );
+
+  cp.command('export')
+    .description('Export-VMSnapshot: a new standalone VM folder whose disks are flattened at the checkpoint, with the config as it was then')
+    .argument('<vm>')
+    .argument('<checkpoint>', 'id or name')
+    .argument('<folder>', 'the new VM folder (must not exist, or be empty)')
+    .option('-O, --output-format <format>', 'vhdx, vhd or raw (default: each disk keeps its format)')
+    .option('--json', 'print JSON')
+    .action((folder: string, ref: string, target: string, opts: { outputFormat?: string; json?: boolean }) =>
+      run(
+        () =>
+          withVm(folder, { lock: 'read', command: 'checkpoint export' }, async (vm) => {
+            const format = opts.outputFormat;
+            if (format !== undefined && format !== 'vhdx' && format !== 'vhd' && format !== 'raw') throw new DiskchainError('INVALID_ARGUMENT', `-O must be vhdx, vhd or raw, not "${format}"`);
+            const bar = progressBar('export');
+            try {
+              const r = await vm.export(ref, target, { ...(format ? { format } : {}), signal: interruptSignal(), onProgress: bar.onProgress });
+              bar.stop();
+              if (opts.json) printJson(r);
+              else process.stdout.write(`exported "${r.checkpoint.name}" to ${r.folder}\n${r.disks.map((d) => `  ${d.id}: ${d.path}`).join('\n')}\n`);
+              return EXIT.ok;
+            } finally {
+              bar.stop();
+            }
+          }),
+        opts.json ?? false,
+      ),
+    );
+}

@@ -1,0 +1,145 @@
+import type { Command } from 'commander';
+import { createVm, listVms, openVm, withVm, type VmDescription } from '../api/vm.js';
+import { DiskchainError } from '../io/errors.js';
+import { EXIT, interruptSignal, printJson, type Run } from './output.js';
+import { formatBytes, parseSize } from './sizes.js';
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+function describeText(d: VmDescription): string {
+  const lines = [
+    `${d.name}  (${d.id})`,
+    `  folder: ${d.folder}`,
+    `  memory ${formatBytes(d.config.memoryBytes)}, ${d.config.cpus} cpu(s), checkpoint type ${d.config.checkpointType}`,
+    `  ${d.checkpoints.length} checkpoint(s), ${formatBytes(d.bytes)} on disk`,
+    '  disks:',
+  ];
+  for (const disk of d.disks) {
+    lines.push(`    ${disk.id} (${disk.format}, ${disk.virtualSize === null ? 'unreadable' : formatBytes(disk.virtualSize)}): Now writes ${disk.path}`);
+    for (const l of disk.chain) {
+      const by = l.namedBy === 'now' ? 'Now' : l.namedBy ? `checkpoint "${d.checkpoints.find((c) => c.id === l.namedBy)?.name}"` : 'unnamed';
+      lines.push(`      ${l.file}  ${by}, ${formatBytes(l.bytes)}`);
+    }
+  }
+  if (d.unnamed.length) lines.push(`  unnamed layers: ${d.unnamed.map((u) => `${u.file} (${u.children} children)`).join(', ')}`);
+  for (const p of d.pending) lines.push(`  PENDING: ${p.operation} (${p.command}, process ${p.pid}, started ${p.started}); the next command that changes the VM finishes or rolls it back`);
+  return lines.join('\n') + '\n';
+}
+
+export function registerVmCommands(program: Command, run: Run): void {
+  const vm = program.command('vm').description('virtual machine folders: a manifest (vm.json), the disks, the checkpoint tree');
+
+  vm.command('create')
+    .description('make a VM folder: adopt existing disks (a disk with parents brings its whole chain) and/or create new empty ones')
+    .argument('<folder>', 'a new or empty folder')
+    .option('--name <name>', 'the VM name (default: the folder name)')
+    .option('--disk <file>', 'adopt an existing VHDX/VHD (repeatable); needs --copy or --move', collect)
+    .option('--copy', 'copy adopted disks into the VM folder (the originals stay as they are)')
+    .option('--move', 'move adopted disks into the VM folder')
+    .option('--new-disk <size>', 'create an empty dynamic VHDX of this size (repeatable)', collect)
+    .option('--memory <size>', 'memory', '1G')
+    .option('--cpus <n>', 'virtual processors', '1')
+    .option('--json', 'print JSON')
+    .action((folder: string, opts: { name?: string; disk?: string[]; copy?: boolean; move?: boolean; newDisk?: string[]; memory: string; cpus: string; json?: boolean }) =>
+      run(async () => {
+        if (opts.copy && opts.move) throw new DiskchainError('INVALID_ARGUMENT', 'choose one of --copy and --move');
+        const cpus = Number(opts.cpus);
+        if (!Number.isInteger(cpus) || cpus < 1) throw new DiskchainError('INVALID_ARGUMENT', `--cpus "${opts.cpus}" is not a positive whole number`);
+        const result = await createVm(folder, {
+          ...(opts.name ? { name: opts.name } : {}),
+          disks: opts.disk ?? [],
+          ...(opts.copy ? { adopt: 'copy' as const } : opts.move ? { adopt: 'move' as const } : {}),
+          newDisks: (opts.newDisk ?? []).map((s) => ({ size: parseSize(s, '--new-disk') })),
+          memoryBytes: parseSize(opts.memory, '--memory'),
+          cpus,
+          signal: interruptSignal(),
+        });
+        if (opts.json) printJson(result);
+        else process.stdout.write(`created VM "${result.name}" in ${result.folder}\n${result.disks.map((d) => `  ${d.id}: ${d.path}${d.layers > 1 ? ` (${d.layers} layers)` : ''}`).join('\n')}\n`);
+        return EXIT.ok;
+      }, opts.json ?? false),
+    );
+
+  vm.command('list')
+    .description('VM folders at the roots and up to two levels below (read-only)')
+    .argument('<root...>')
+    .option('--json', 'print JSON')
+    .action((roots: string[], opts: { json?: boolean }) =>
+      run(async () => {
+        const vms = await listVms(roots);
+        if (opts.json) printJson({ vms });
+        else {
+          for (const v of vms) {
+            if (v.error) process.stdout.write(`${v.folder}  UNREADABLE: ${v.error.message}\n`);
+            else process.stdout.write(`${v.name}  ${v.folder}  ${v.disks} disk(s), ${v.checkpoints} checkpoint(s)${v.pending ? `, ${v.pending} pending operation(s)` : ''}\n`);
+          }
+          if (vms.length === 0) process.stdout.write('no VM folders found\n');
+        }
+        return EXIT.ok;
+      }, opts.json ?? false),
+    );
+
+  vm.command('show')
+    .description('the config, the disks with their chains, the checkpoint tree and sizes (read-only)')
+    .argument('<vm>')
+    .option('--json', 'print JSON (disks: [{ id, path }], path being the file Now writes)')
+    .action((folder: string, opts: { json?: boolean }) =>
+      run(
+        () =>
+          withVm(folder, { lock: 'none', command: 'vm show' }, async (v) => {
+            const d = await v.describe({ reclaim: false });
+            if (opts.json) printJson(d);
+            else process.stdout.write(describeText(d));
+            return EXIT.ok;
+          }),
+        opts.json ?? false,
+      ),
+    );
+
+  vm.command('rm')
+    .description("delete a VM: only the files its manifest owns (layers, checkpoint configs, vm.json); refuses without --yes")
+    .argument('<vm>')
+    .option('--yes', 'really delete')
+    .option('--json', 'print JSON')
+    .action((folder: string, opts: { yes?: boolean; json?: boolean }) =>
+      run(async () => {
+        if (!opts.yes) throw new DiskchainError('INVALID_ARGUMENT', `vm rm deletes the VM's disks and every checkpoint; pass --yes to do it`);
+        const vmh = await openVm(folder, { command: 'vm rm' });
+        const result = await vmh.delete();
+        if (opts.json) printJson(result);
+        else process.stdout.write(`deleted ${result.deleted.length} file(s)${result.left.length ? `; left in place (not the VM's): ${result.left.join(', ')}` : ''}\n`);
+        return EXIT.ok;
+      }, opts.json ?? false),
+    );
+
+  vm.command('check')
+    .description('report what is on disk and not in the tree (crash leftovers, stray layers) and the reverse, with a safe plan; --repair finishes or rolls back an interrupted operation, deletes our leftovers and merges unnamed layers down to one child')
+    .argument('<vm>')
+    .option('--repair', 'do the safe part of the plan')
+    .option('--json', 'print JSON')
+    .action((folder: string, opts: { repair?: boolean; json?: boolean }) =>
+      run(
+        () =>
+          withVm(folder, { lock: opts.repair ? 'write' : 'none', recover: false, command: opts.repair ? 'vm check --repair' : 'vm check' }, async (v) => {
+            const report = await v.check({ repair: opts.repair ?? false, signal: interruptSignal() });
+            if (opts.json) printJson(report);
+            else {
+              const lines: string[] = [];
+              if (report.repaired) {
+                for (const r of report.repaired.recovered) lines.push(`repaired: ${r.operation} (${r.command}) ${r.outcome}`);
+                for (const f of report.repaired.deleted) lines.push(`repaired: deleted ${f}`);
+                for (const f of report.repaired.merged) lines.push(`repaired: merged ${f}`);
+              }
+              for (const f of report.findings) {
+                lines.push(`${f.severity}: ${f.code}: ${f.message}`);
+                for (const s of f.plan.steps) lines.push(`    ${f.plan.repair ? '(--repair) ' : ''}${s}`);
+              }
+              lines.push(report.clean ? 'the VM folder is consistent' : 'see the findings above');
+              process.stdout.write(lines.join('\n') + '\n');
+            }
+            return report.clean ? EXIT.ok : EXIT.findings;
+          }),
+        opts.json ?? false,
+      ),
+    );
+}
