@@ -4,11 +4,12 @@
  * deleted, and new differencing children of the checkpoint's layers take Now's writes. The VM's
  * config becomes the checkpoint's.
  *
- *   [checkpointFirst]  a checkpoint of Now (create.ts), its own transaction
  *   plan (pure)        one new node per disk under the checkpoint's nodes; Now's old leaves (and
- *                      unnamed layers only they kept) dropped from the graph
+ *                      unnamed layers only they kept) dropped from the graph, or, with
+ *                      checkpointFirst, frozen as a new checkpoint in the same commit
  *   forecast           the new files' metadata: NO_SPACE before anything
  *   record
+ *   action: config     [checkpointFirst] the saved checkpoint's Snapshots/<id>/config.json
  *   action: child × disk
  *   commit             vm.json: Now under the checkpoint, on the new children
  *   finish             Now's old leaves deleted
@@ -20,8 +21,8 @@ import { readFile } from 'node:fs/promises';
 import { DiskchainError } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import type { LongOperationOptions } from '../ops/progress.js';
-import { collapseAll, type CollapseResult } from './collapse.js';
-import { createCheckpoint, forecastCheckpoint, type CheckpointInfo } from './create.js';
+import { settleFollowUp, type CollapseResult } from './collapse.js';
+import { checkpointInfo, forecastCheckpoint, planCheckpoint, type CheckpointInfo } from './create.js';
 import { virtualSizes } from './disks.js';
 import { layerFileName, type VmFolder } from './folder.js';
 import { nodeById, pruneUnnamedLeaves } from './graph.js';
@@ -57,16 +58,21 @@ export async function readCheckpointConfig(vm: VmFolder, c: Checkpoint): Promise
   return parseWith(VmConfigSchema, value, path);
 }
 
-export function planApply(m: Manifest, c: Checkpoint, config: VmConfig): { plan: Plan; unnamed: Set<string>; discarded: DiskNode[] } {
+/**
+ * The manifest after applying `c`. With `saveAs`, Now becomes that checkpoint in the same commit (its
+ * leaves frozen, nothing discarded), so "create checkpoint and apply" is one transaction.
+ */
+export function planApply(m: Manifest, c: Checkpoint, config: VmConfig, saveAs?: Checkpoint): { plan: Plan; unnamed: Set<string>; discarded: DiskNode[] } {
   const newNodes: DiskNode[] = m.disks.map((d) => {
     const id = randomGuid();
     return { id, disk: d.id, file: layerFileName(d.stem, id, d.format), parent: c.disks[d.id]! };
   });
-  const oldLeaves = new Set(Object.values(m.now.disks));
+  const oldLeaves = saveAs ? new Set<string>() : new Set(Object.values(m.now.disks));
   const swapped: Manifest = {
     ...m,
     config,
     nodes: [...m.nodes.filter((n) => !oldLeaves.has(n.id)), ...newNodes],
+    checkpoints: saveAs ? [...m.checkpoints, saveAs] : m.checkpoints,
     now: { parent: c.id, disks: Object.fromEntries(newNodes.map((n) => [n.disk, n.id])) },
   };
   const { manifest, dropped } = pruneUnnamedLeaves(swapped);
@@ -76,8 +82,12 @@ export function planApply(m: Manifest, c: Checkpoint, config: VmConfig): { plan:
   const plan: Plan = {
     operation: 'apply',
     manifest,
-    actions: newNodes.map((n) => ({ kind: 'child' as const, file: n.file, parent: nodeById(m, n.parent!).file })),
+    actions: [
+      ...(saveAs ? [{ kind: 'json' as const, file: saveAs.config, value: m.config }] : []),
+      ...newNodes.map((n) => ({ kind: 'child' as const, file: n.file, parent: nodeById(m, n.parent!).file })),
+    ],
     removes: discarded.map((n) => n.file),
+    followUp: [...unnamed],
   };
   return { plan, unnamed, discarded };
 }
@@ -85,20 +95,18 @@ export function planApply(m: Manifest, c: Checkpoint, config: VmConfig): { plan:
 export async function applyCheckpoint(vm: VmFolder, target: Checkpoint, options: ApplyOptions = {}): Promise<ApplyResult> {
   const command = options.command ?? 'checkpoint apply';
   const signal = options.signal ? { signal: options.signal } : {};
-  let savedFirst: CheckpointInfo | null = null;
-  if (options.checkpointFirst) {
-    savedFirst = await createCheckpoint(vm, { command, ...signal, ...(typeof options.checkpointFirst === 'string' ? { name: options.checkpointFirst } : {}) });
-  }
   const c = vm.manifest.checkpoints.find((x) => x.id === target.id)!;
   const config = await readCheckpointConfig(vm, c);
-  const { plan, unnamed, discarded } = planApply(vm.manifest, c, config);
+  // Hyper-V's "Create checkpoint and apply": Now's leaves become a checkpoint's, in the same commit.
+  const saveAs = options.checkpointFirst ? planCheckpoint(vm.manifest, typeof options.checkpointFirst === 'string' ? { name: options.checkpointFirst } : {}).checkpoint : undefined;
+  const { plan, discarded } = planApply(vm.manifest, c, config, saveAs);
   await forecastCheckpoint(vm, await virtualSizes(vm));
-  await runPlan(vm, plan, { command, ...signal, ...(options.beforeCommit ? { beforeCommit: options.beforeCommit } : {}) });
-  const { collapsed } = await collapseAll(vm, { command, only: unnamed, ...signal, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+  const tx = await runPlan(vm, plan, { command, ...signal, ...(options.beforeCommit ? { beforeCommit: options.beforeCommit } : {}) });
+  const { collapsed } = await settleFollowUp(tx, { command, ...signal, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
   const m = vm.manifest;
   return {
     applied: { id: c.id, name: c.name },
-    savedFirst,
+    savedFirst: saveAs ? checkpointInfo(m, saveAs) : null,
     discarded: discarded.map((n) => n.file),
     now: { parent: c.id, disks: m.disks.map((d) => ({ id: d.id, node: m.now.disks[d.id]!, file: nodeById(m, m.now.disks[d.id]!).file })) },
     merged: collapsed,

@@ -181,6 +181,13 @@ export async function collapseAll(vm: VmFolder, options: CollapseAllOptions = {}
   return { collapsed, deleted };
 }
 
+/** After a committed transaction that left unnamed nodes: merge those down to one child, then drop its record. */
+export async function settleFollowUp(tx: Transaction, options: CollapseAllOptions = {}): Promise<{ collapsed: CollapseResult[]; deleted: string[] }> {
+  const result = tx.record.followUp.length > 0 ? await collapseAll(tx.vm, { ...options, only: new Set(tx.record.followUp) }) : { collapsed: [], deleted: [] };
+  await tx.drop();
+  return result;
+}
+
 /** Refuses early when a set of collapses does not fit (the removal forecasts its merges). */
 export async function ensureCollapsesFit(vm: VmFolder, forecasts: CollapseForecast[], what: string): Promise<void> {
   const needed = forecasts.reduce((s, f) => s + f.bytesNeeded, 0);

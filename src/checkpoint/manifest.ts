@@ -130,7 +130,10 @@ export function parseManifest(text: string, file: string): Manifest {
   } catch (e) {
     throw new DiskchainError('MANIFEST_INVALID', `not valid JSON (${e instanceof Error ? e.message : String(e)})`, { file, path: '$' });
   }
-  if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new DiskchainError('MANIFEST_INVALID', `$: expected a JSON object, found ${Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value}`, { file, path: '$' });
+  }
+  {
     const version = (value as Record<string, unknown>).version;
     if (typeof version === 'number' && version > MANIFEST_VERSION && (value as Record<string, unknown>).kind === MANIFEST_KIND) {
       throw new DiskchainError('MANIFEST_INVALID', `$.version: written by a newer diskchain (manifest version ${version}); this one reads version ${MANIFEST_VERSION}`, { file, path: '$.version' });

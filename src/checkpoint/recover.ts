@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { readdir } from 'node:fs/promises';
 import { DiskchainError } from '../io/errors.js';
 import type { LongOperationOptions } from '../ops/progress.js';
-import { runCollapse } from './collapse.js';
+import { runCollapse, settleFollowUp } from './collapse.js';
 import { JOURNAL_DIR, readManifest, type VmFolder } from './folder.js';
 import { listRecords, readRecord, Transaction, type TransactionRecord } from './transaction.js';
 
@@ -44,8 +44,10 @@ export async function groupDecided(record: TransactionRecord): Promise<boolean> 
 /** Settles every record in the VM's journal (write lock held), oldest first. */
 export async function recoverVm(vm: VmFolder, options: LongOperationOptions = {}): Promise<RecoveryReport[]> {
   const reports: RecoveryReport[] = [];
-  for (const path of await listRecords(vm.realFolder)) {
-    const record = await readRecord(path);
+  // Collapses first (a removal's record waits for the merges it started), then by start time.
+  const records = await Promise.all((await listRecords(vm.realFolder)).map(async (path) => ({ path, record: await readRecord(path) })));
+  records.sort((a, b) => Number(b.record.collapse !== null) - Number(a.record.collapse !== null) || (a.record.started < b.record.started ? -1 : 1));
+  for (const { path, record } of records) {
     const tx = Transaction.resume(vm, record, path);
     const report = (outcome: RecoveryReport['outcome']): RecoveryReport => ({ transaction: record.id, operation: record.operation, outcome, started: record.started, command: record.command });
     if (!tx.committed && record.operation !== 'vm-create' && record.baseGeneration !== vm.manifest.generation) {
@@ -53,6 +55,7 @@ export async function recoverVm(vm: VmFolder, options: LongOperationOptions = {}
     }
     if (tx.committed) {
       await tx.finish();
+      if (record.followUp.length > 0) await settleFollowUp(tx, options);
       reports.push(report('finished'));
     } else if (record.collapse) {
       await runCollapse(tx, options);

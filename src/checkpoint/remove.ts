@@ -10,15 +10,17 @@
  *   plan (pure)        the tree without the checkpoint(s), unnamed leaves pruned
  *   forecast           every merge that will follow, against the free space: NO_SPACE before anything
  *   record → commit    vm.json: the new tree (the layers to merge still in the graph, unnamed)
- *   finish             the pruned layers' files and the checkpoints' configs deleted
+ *   finish             the pruned layers' files and the checkpoints' configs deleted; the record
+ *                      stays (step collapsing) and lists the layers to merge
  *   collapse × n       one transaction each (collapse.ts): merge, commit, delete the merged file
+ *   drop               the record: the removal is over
  *
  * The tree change commits first and the merges follow, and every intermediate state reads the same:
  * a crash loses nothing, and the next command finishes the merge that was running. Removing a
  * subtree never touches Now's content: if Now is inside it, Now moves up with its layers kept.
  */
 import type { LongOperationOptions } from '../ops/progress.js';
-import { collapseAll, ensureCollapsesFit, forecastCollapse, type CollapseForecast, type CollapseResult } from './collapse.js';
+import { ensureCollapsesFit, settleFollowUp, forecastCollapse, type CollapseForecast, type CollapseResult } from './collapse.js';
 import type { VmFolder } from './folder.js';
 import { checkpointById, collapsibleNodes, pruneUnnamedLeaves, subtreeOf } from './graph.js';
 import type { Checkpoint, Manifest } from './manifest.js';
@@ -58,7 +60,7 @@ export function planRemove(m: Manifest, ids: Set<string>): { plan: Plan; unnamed
   // The removed checkpoints' layers, and the layers that lost a child, may be down to one child.
   const unnamed = new Set([...gone.flatMap((c) => Object.values(c.disks)), ...dropped.map((n) => n.parent).filter((p): p is string => p !== null)].filter((n) => !droppedIds.has(n)));
   const removes = [...dropped.map((n) => n.file), ...gone.flatMap((c: Checkpoint) => [c.config, ...(c.state ? [c.state] : [])])];
-  return { plan: { operation: 'remove', manifest, actions: [], removes }, unnamed };
+  return { plan: { operation: 'remove', manifest, actions: [], removes, followUp: [...unnamed] }, unnamed };
 }
 
 /** The merges a plan leaves to do (unnamed nodes of this removal with one child), measured. */
@@ -75,8 +77,8 @@ export async function removeCheckpoint(vm: VmFolder, checkpoint: Checkpoint, opt
   const forecasts = await forecastRemoval(vm, plan.manifest, unnamed, options.signal);
   await ensureCollapsesFit(vm, forecasts, `removing "${checkpoint.name}" (its layers merge with their only child)`);
   const deleted = plan.removes.filter((f) => vm.manifest.nodes.some((n) => n.file === f));
-  await runPlan(vm, plan, { command, ...(options.signal ? { signal: options.signal } : {}) });
-  const { collapsed, deleted: more } = await collapseAll(vm, { command, only: unnamed, ...(options.signal ? { signal: options.signal } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+  const tx = await runPlan(vm, plan, { command, ...(options.signal ? { signal: options.signal } : {}) });
+  const { collapsed, deleted: more } = await settleFollowUp(tx, { command, ...(options.signal ? { signal: options.signal } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
   const kept = vm.manifest.nodes.filter((n) => unnamed.has(n.id)).map((n) => n.file);
   return { removed: targets.map((c) => ({ id: c.id, name: c.name })), deleted: [...deleted, ...more], merged: collapsed, kept };
 }

@@ -79,8 +79,8 @@ const RecordSchema = v.strictObject({
   started: v.string(),
   pid: v.number(),
   command: v.string(),
-  /** collapse: 'copy' until the data is in the survivor, then 'copied'. Others: 'planned'. */
-  step: v.picklist(['planned', 'copy', 'copied']),
+  /** collapse: 'copy' until the data is in the survivor, then 'copied'. Others: 'planned', then 'collapsing' while follow-up merges run. */
+  step: v.picklist(['planned', 'copy', 'copied', 'collapsing']),
   actions: v.array(ActionSchema),
   removes: v.array(Rel),
   /** Sources of a move across file systems: deleted once committed. */
@@ -88,6 +88,8 @@ const RecordSchema = v.strictObject({
   manifest: v.unknown(),
   group: v.nullable(v.strictObject({ id: v.string(), members: v.array(Abs), decision: v.nullable(v.literal('commit')) })),
   collapse: v.nullable(CollapseSchema),
+  /** Unnamed nodes this transaction leaves, merged with their only child after the commit (collapse.ts); the record stays until they are. */
+  followUp: v.array(v.string()),
 });
 export type TransactionRecord = Omit<v.InferOutput<typeof RecordSchema>, 'manifest'> & { manifest: Manifest };
 
@@ -103,6 +105,7 @@ export interface Plan {
   removeOutside?: string[];
   group?: TransactionRecord['group'];
   collapse?: CollapseSpec;
+  followUp?: string[];
 }
 
 const MAX_RECORD_BYTES = 32 * 1024 * 1024;
@@ -174,6 +177,7 @@ export class Transaction {
       manifest: plan.manifest,
       group: plan.group ?? null,
       collapse: plan.collapse ?? null,
+      followUp: plan.followUp ?? [],
     };
     checkManifest(plan.manifest, 'the planned manifest');
     await mkdir(join(vm.realFolder, JOURNAL_DIR), { recursive: true });
@@ -191,8 +195,13 @@ export class Transaction {
     return this.record.id;
   }
 
+  /**
+   * Whether vm.json holds this transaction's commit. Later generations count too: an uncommitted record
+   * is always settled before anything else commits, so a newer vm.json means this one committed.
+   */
   get committed(): boolean {
-    return this.vm.manifest.transaction === this.record.id && this.vm.manifest.generation === this.record.baseGeneration + 1;
+    if (this.record.operation === 'vm-create') return this.vm.manifest.transaction === this.record.id;
+    return this.vm.manifest.generation > this.record.baseGeneration;
   }
 
   async save(): Promise<void> {
@@ -224,7 +233,7 @@ export class Transaction {
   /** The commit: vm.json replaced by the planned manifest. */
   async commit(): Promise<void> {
     if (this.committed) return;
-    await this.vm.writeManifest({ ...this.record.manifest, generation: this.record.baseGeneration + 1, transaction: this.record.id });
+    await this.vm.writeManifest({ ...this.record.manifest, generation: Math.max(1, this.record.baseGeneration + 1), transaction: this.record.id });
     testPoint(`${this.record.operation}:committed`);
   }
 
@@ -248,7 +257,9 @@ export class Transaction {
       folders.add(dirname(abs));
     }
     for (const f of folders) await syncFolder(f).catch(() => undefined);
-    await this.drop();
+    if (this.record.followUp.length > 0) {
+      if (this.record.step !== 'collapsing') await this.setStep('collapsing');
+    } else await this.drop();
     testPoint(`${this.record.operation}:finished`);
   }
 
@@ -261,7 +272,8 @@ export class Transaction {
     await this.drop();
   }
 
-  private async drop(): Promise<void> {
+  /** Removes the record: the transaction is over. */
+  async drop(): Promise<void> {
     await rm(this.path, { force: true });
     await rm(`${this.path}.tmp`, { force: true });
     await syncFolder(dirname(this.path));
@@ -347,6 +359,8 @@ async function undoAction(vm: VmFolder, action: Action): Promise<void> {
       await rm(file, { force: true });
       await rm(`${file}.tmp`, { force: true });
       await rm(`${file}.diskchain-partial`, { force: true });
+      // A checkpoint's own folder goes with its config.
+      if (action.file.startsWith(`${SNAPSHOTS_DIR}/`)) await rmdir(dirname(file)).catch(() => undefined);
       return;
     case 'move':
       if ((await exists(file)) && !(await exists(action.from))) {

@@ -23,7 +23,7 @@ import { findDependents } from '../ops/dependents.js';
 import type { LongOperationOptions } from '../ops/progress.js';
 import { ensureSpace } from '../ops/space.js';
 import { childFileBytes } from './create.js';
-import { DISKS_DIR, JOURNAL_DIR, MANIFEST_FILE, VmFolder } from './folder.js';
+import { DISKS_DIR, JOURNAL_DIR, MANIFEST_FILE, RUN_DIR, SNAPSHOTS_DIR, VmFolder } from './folder.js';
 import { MANIFEST_KIND, MANIFEST_VERSION, type DiskNode, type DiskSlot, type Manifest, type VmConfig } from './manifest.js';
 import { recoverVm } from './recover.js';
 import { listRecords, readRecord, runPlan, type Action } from './transaction.js';
@@ -137,7 +137,13 @@ export async function createVm(target: string, options: CreateVmOptions = {}): P
     if (!existing.isDirectory()) throw new DiskchainError('EXISTS', `${folder} exists and is not a folder`, { file: folder });
     if (await lstat(join(folder, MANIFEST_FILE)).catch(() => undefined)) throw new DiskchainError('EXISTS', `${folder} is already a VM folder`, { file: folder });
     await rollBackInterruptedCreate(folder, command);
-    const left = (await readdir(folder)).filter((n) => n !== JOURNAL_DIR && n !== DISKS_DIR && !n.startsWith('vm.lock'));
+    // What an interrupted create leaves once rolled back: the layout's empty folders.
+    const left: string[] = [];
+    for (const n of await readdir(folder)) {
+      if (n.startsWith('vm.lock')) continue;
+      if ([JOURNAL_DIR, DISKS_DIR, SNAPSHOTS_DIR, RUN_DIR].includes(n) && (await readdir(join(folder, n)).catch(() => ['?'])).length === 0) continue;
+      left.push(n);
+    }
     if (left.length > 0) throw new DiskchainError('EXISTS', `${folder} is not empty (${left.slice(0, 5).join(', ')}); a VM is made in a new or empty folder`, { file: folder });
   }
   const disks = options.disks ?? [];
