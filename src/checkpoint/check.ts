@@ -91,7 +91,8 @@ async function inspect(vm: VmFolder, signal?: AbortSignal): Promise<VmFinding[]>
   for (const n of m.nodes.filter((x) => !names.has(x.id))) {
     const kids = childNodes(m, n.id).length;
     if (kids === 0) findings.push({ severity: 'warning', code: 'UNNAMED_LEAF', message: `${n.file} is named by no checkpoint and nothing derives from it`, file: vm.path(n.file), plan: { repair: true, steps: ['delete it'] } });
-    else if (kids === 1) findings.push({ severity: 'warning', code: 'MERGE_PENDING', message: `${n.file} is named by no checkpoint and has one child left: it is merged with it`, file: vm.path(n.file), plan: { repair: true, steps: ['merge it with its child, in the direction that copies less'] } });
+    // Reads correctly as it is (an adopted disk's parents, or a merge that could not run): repair reclaims its space.
+    else if (kids === 1) findings.push({ severity: 'info', code: 'MERGE_PENDING', message: `${n.file} is named by no checkpoint and has one child left: --repair merges it with it`, file: vm.path(n.file), plan: { repair: true, steps: ['merge it with its child, in the direction that copies less'] } });
     else findings.push({ severity: 'info', code: 'UNNAMED_LAYER', message: `${n.file} is named by no checkpoint; ${kids} children depend on it (merged when one is left)`, file: vm.path(n.file), plan: { repair: false, steps: [] } });
   }
   // Files on disk the tree does not name.

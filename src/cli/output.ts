@@ -11,7 +11,7 @@ export const EXIT = {
   findings: 1, // check found problems
   usage: 2,
   badInput: 3, // corrupt, truncated, unsupported or unknown format
-  chain: 4, // parent missing, mismatched, cycle
+  chain: 4, // parent missing, mismatched, cycle; a file locked by another process or a pending merge
   io: 5, // operating system error, no space
   notFound: 6, // no such VM or checkpoint, an ambiguous name, a target that exists
   aborted: 130,
@@ -26,7 +26,9 @@ Exit codes:
        is damaged or disagrees with its files (MANIFEST_INVALID)
   4    the chain is broken, or the operation would break it: parent not found, identity
        mismatch, cycle, too deep, path outside the allowed folders, another disk depends on
-       a file the operation changes, a merge journal that no longer fits the chain, or
+       a file the operation changes, a merge journal that no longer fits the chain;
+       or a file is locked: another diskchain or a QEMU uses it (the message names the
+       process), or a pending merge reserves it (the message says what to run); or
        another operation holds the VM (VM_BUSY)
   5    I/O error or no space left
   6    no such VM or checkpoint, or a checkpoint name that matches several (NOT_FOUND,
@@ -46,12 +48,12 @@ function exitCodeFor(code: ErrorCode): number {
     case 'PATH_NOT_ALLOWED':
     case 'HAS_DEPENDENTS':
     case 'JOURNAL_MISMATCH':
+    case 'LOCKED':
+    case 'VM_BUSY':
       return EXIT.chain;
     case 'IO':
     case 'NO_SPACE':
       return EXIT.io;
-    case 'VM_BUSY':
-      return EXIT.chain;
     case 'NOT_FOUND':
     case 'CHECKPOINT_NOT_FOUND':
     case 'AMBIGUOUS':

@@ -17,7 +17,7 @@ export type ErrorCode =
   | 'JOURNAL_MISMATCH' // an operation journal describes a chain that has changed since
   | 'ABORTED'
   | 'IO' // the operating system refused an operation
-  | 'LOCKED' // another process holds a lock on the file (details.holder: pid, command)
+  | 'LOCKED' // another process (diskchain or QEMU) or a pending merge holds a file; details: holder, heldBy
   | 'VM_BUSY' // another operation holds the VM's lock (details.holder)
   | 'NOT_FOUND' // no VM folder (or disk of a VM) by that name
   | 'CHECKPOINT_NOT_FOUND' // no checkpoint with that id or name
