@@ -181,11 +181,18 @@ export async function collapseAll(vm: VmFolder, options: CollapseAllOptions = {}
   return { collapsed, deleted };
 }
 
-/** After a committed transaction that left unnamed nodes: merge those down to one child, then drop its record. */
+/**
+ * After a committed transaction that left unnamed nodes: merge those down to one child, then drop its
+ * record. The record goes even when a merge fails (no space, cancelled): the tree is committed and
+ * reads correctly; a merge that had begun keeps its own record and resumes with the next command, one
+ * that had not is left to `vm check --repair` (the layer is still unnamed with one child).
+ */
 export async function settleFollowUp(tx: Transaction, options: CollapseAllOptions = {}): Promise<{ collapsed: CollapseResult[]; deleted: string[] }> {
-  const result = tx.record.followUp.length > 0 ? await collapseAll(tx.vm, { ...options, only: new Set(tx.record.followUp) }) : { collapsed: [], deleted: [] };
-  await tx.drop();
-  return result;
+  try {
+    return tx.record.followUp.length > 0 ? await collapseAll(tx.vm, { ...options, only: new Set(tx.record.followUp) }) : { collapsed: [], deleted: [] };
+  } finally {
+    await tx.drop();
+  }
 }
 
 /** Refuses early when a set of collapses does not fit (the removal forecasts its merges). */

@@ -14,7 +14,7 @@
  * A crash before the commit is rolled back by the next command on the folder: copies and new disks
  * deleted, moved files moved back and pointed at their parents' old places.
  */
-import { lstat, mkdir, readdir, realpath, rmdir, stat } from 'node:fs/promises';
+import { lstat, mkdir, readdir, realpath, rm, rmdir, stat } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import { DiskchainError } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
@@ -27,6 +27,7 @@ import { DISKS_DIR, JOURNAL_DIR, MANIFEST_FILE, RUN_DIR, SNAPSHOTS_DIR, VmFolder
 import { MANIFEST_KIND, MANIFEST_VERSION, type DiskNode, type DiskSlot, type Manifest, type VmConfig } from './manifest.js';
 import { recoverVm } from './recover.js';
 import { listRecords, readRecord, runPlan, type Action } from './transaction.js';
+import { VM_LOCK_FILE } from './vm-lock.js';
 
 export interface CreateVmOptions extends LongOperationOptions {
   /** Default: the folder's name. */
@@ -194,7 +195,10 @@ export async function createVm(target: string, options: CreateVmOptions = {}): P
     );
   } catch (e) {
     await vm.close();
-    if (!existing) await removeEmptyTree(folder);
+    if (!existing) {
+      await rm(join(folder, VM_LOCK_FILE), { force: true });
+      await removeEmptyTree(folder);
+    }
     throw e;
   }
   await vm.close();
