@@ -22,7 +22,9 @@ export interface OpenNodeOptions {
 export async function openNodeChain(vm: VmFolder, nodeId: string, options: OpenNodeOptions = {}): Promise<DiskChain> {
   const graph = chainOf(vm.manifest, nodeId);
   const leaf = await vm.realPath(graph[0]!.file);
-  const chain = await openChain(leaf, { writable: options.writable ?? false, allowedFolders: [vm.realFolder] });
+  // A raw image has no signature to probe: the slot says what it is (an export with -O raw).
+  const raw = vm.manifest.disks.find((d) => d.id === graph[0]!.disk)?.format === 'raw';
+  const chain = await openChain(leaf, { writable: options.writable ?? false, allowedFolders: [vm.realFolder], ...(raw ? { format: 'raw' as const } : {}) });
   try {
     const expected = await Promise.all(graph.map((n) => vm.realPath(n.file).catch(() => vm.path(n.file))));
     const actual = await Promise.all(chain.layers.map((l) => realpath(l.path)));
