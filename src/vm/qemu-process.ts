@@ -40,8 +40,9 @@ export class QemuProcess {
     private readonly child: ChildProcess,
     readonly argv: string[],
   ) {
+    // 'close' rather than 'exit': it comes after stderr has been read to its end.
     this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
+      child.once('close', (code, signal) => {
         this.exitStatus = { code, signal };
         resolve(this.exitStatus);
       });
@@ -68,9 +69,9 @@ export class QemuProcess {
       qemu.qmpConnection = await qemu.connectQmp(config.qmpSocket, options);
       return qemu;
     } catch (e) {
+      const exitedByItself = qemu.exitStatus !== undefined;
       await qemu.kill();
-      if (qemu.exitStatus && !(e instanceof DiskchainError && e.code === 'ABORTED')) throw qemu.failure('QEMU exited while starting');
-      throw e;
+      throw exitedByItself ? qemu.failure('QEMU exited while starting') : e;
     }
   }
 

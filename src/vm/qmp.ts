@@ -114,37 +114,43 @@ export class QmpClient {
   }
 
   /**
-   * Every event from now on, in order, until the connection closes or `signal` fires. Events are
-   * queued while the reader is busy (at most 1024; the oldest are dropped beyond that).
+   * Every event from now on (from this call, not from the first next()), in order, until the
+   * connection closes or `signal` fires. Events are queued while the reader is busy (at most 1024;
+   * the oldest are dropped beyond that).
    */
-  async *events(options: { signal?: AbortSignal } = {}): AsyncGenerator<QmpEvent> {
+  events(options: { signal?: AbortSignal } = {}): AsyncIterableIterator<QmpEvent> {
     const queue: QmpEvent[] = [];
     let wake: (() => void) | undefined;
-    let ended = false;
-    const stop = this.onEvent((event) => {
+    let ended = this.channel.isClosed || options.signal?.aborted === true;
+    const stopEvents = this.onEvent((event) => {
       if (queue.length >= EVENT_QUEUE_LIMIT) queue.shift();
       queue.push(event);
       wake?.();
     });
     const end = (): void => {
       ended = true;
-      wake?.();
-    };
-    if (this.channel.isClosed || options.signal?.aborted) ended = true;
-    this.closeListeners.add(end);
-    options.signal?.addEventListener('abort', end, { once: true });
-    try {
-      for (;;) {
-        while (queue.length > 0) yield queue.shift()!;
-        if (ended) return;
-        await new Promise<void>((resolve) => (wake = resolve));
-        wake = undefined;
-      }
-    } finally {
-      stop();
+      stopEvents();
       this.closeListeners.delete(end);
       options.signal?.removeEventListener('abort', end);
-    }
+      wake?.();
+    };
+    this.closeListeners.add(end);
+    options.signal?.addEventListener('abort', end, { once: true });
+    const done = { done: true, value: undefined } as const;
+    const iterator: AsyncIterableIterator<QmpEvent> = {
+      next: async () => {
+        while (queue.length === 0 && !ended) await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+        return queue.length > 0 ? { done: false, value: queue.shift()! } : done;
+      },
+      return: async () => {
+        end();
+        queue.length = 0;
+        return done;
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
   }
 
   close(): Promise<void> {
