@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds the tiny test guest that diskchain's VM tests boot under QEMU: Debian's cloud kernel and an
-# initramfs made of busybox-static, the virtio modules and qemu-guest-agent, all from Debian packages.
+# initramfs made of busybox-static, the virtio modules and qemu-guest-agent, all from Debian packages
+# (apt-get download, dpkg-deb -x: nothing is installed on the host).
 #
 #   scripts/build-guest.sh [--force]     prints   kernel=<path>  initrd=<path>  kernel-version=<v>
 #
 # Cached in .cache/guest/ (or $DISKCHAIN_GUEST_DIR). The stamp is the SHA-256 of this script: a
 # changed script rebuilds, an unchanged one prints the cached paths without touching the network.
-# Needs: apt-get with package lists (apt-get update), dpkg-deb, busybox-static (the host's
-# /bin/busybox is copied into the guest), gzip, flock, sha256sum. Does not need root.
+# Needs: apt-get with package lists (apt-get update), dpkg-deb, gzip, flock, sha256sum, and lz4 to
+# unpack the kernel for the PVH boot (else the bzImage is booted, about twice as slow). No root.
+# The packages used are listed in .cache/guest/packages.txt.
 #
 # What the guest does (its /init, below), in order:
 #   1. mounts proc, sysfs, devtmpfs; loads the modules listed in /lib/modules/order (dependency
@@ -38,7 +40,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${DISKCHAIN_GUEST_DIR:-$ROOT/.cache/guest}
-SELF="$ROOT/scripts/build-guest.sh"
+SELF="${BASH_SOURCE[0]}"
 STAMP=$(sha256sum "$SELF" | cut -c1-64)
 FORCE=0
 [ "${1:-}" = "--force" ] && FORCE=1
@@ -51,30 +53,33 @@ mkdir -p "$OUT"
 exec 9>"$OUT/.lock"
 flock 9 # two test processes may ask at once: the second waits and then finds the cache
 
+kernel_file() { sed -n 's/^kernel-file=//p' "$OUT/stamp"; }
 print_result() {
-  echo "kernel=$OUT/vmlinuz"
+  echo "kernel=$OUT/$(kernel_file)"
   echo "initrd=$OUT/initrd.img"
   echo "kernel-version=$(sed -n 's/^kernel-version=//p' "$OUT/stamp")"
 }
 
 if [ "$FORCE" = 0 ] && [ -f "$OUT/stamp" ] && [ "$(head -n1 "$OUT/stamp")" = "script=$STAMP" ] \
-  && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.img" ]; then
+  && [ -n "$(kernel_file)" ] && [ -s "$OUT/$(kernel_file)" ] && [ -s "$OUT/initrd.img" ]; then
   print_result
   exit 0
 fi
 
-for tool in apt-get apt-cache dpkg-deb busybox gzip; do
-  command -v "$tool" >/dev/null || { echo "build-guest: $tool is missing (apt-get install busybox-static)" >&2; exit 1; }
+for tool in apt-get apt-cache dpkg-deb gzip; do
+  command -v "$tool" >/dev/null || { echo "build-guest: $tool is missing" >&2; exit 1; }
 done
-BUSYBOX=$(command -v busybox)
-file "$BUSYBOX" 2>/dev/null | grep -q 'dynamically linked' && { echo "build-guest: $BUSYBOX is not static (apt-get install busybox-static)" >&2; exit 1; }
 
 WORK="$OUT/work"
 rm -rf "$WORK"
 mkdir -p "$WORK/debs" "$WORK/x" "$WORK/root"
 
-# apt-get download as root warns that the _apt user cannot write the folder; the download works.
-download() { (cd "$WORK/debs" && apt-get download -q "$@" 2>&1 | grep -v -e '^Get:' -e 'unsandboxed as root' -e '^Fetched' >&2 || true); }
+# apt-get download's messages are shown only when it fails (as root it warns that the _apt user
+# cannot write the folder; the download works).
+download() {
+  (cd "$WORK/debs" && apt-get download -q "$@" >"$WORK/apt.log" 2>&1) \
+    || { cat "$WORK/apt.log" >&2; echo "build-guest: apt-get download $* failed (run apt-get update?)" >&2; exit 1; }
+}
 
 # --- the kernel: the package the cloud meta-package depends on today ---
 KPKG=$(apt-cache depends linux-image-cloud-amd64 | sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1)
@@ -84,14 +89,43 @@ download "$KPKG"
 GA_PKGS=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
   --no-replaces --no-enhances --no-pre-depends qemu-guest-agent | grep -v '^ ' | grep -v '^<' | sort -u)
 # shellcheck disable=SC2086
-download $GA_PKGS
+download busybox-static $GA_PKGS
 for deb in "$WORK"/debs/*.deb; do dpkg-deb -x "$deb" "$WORK/x"; done
 ls "$WORK"/debs/*.deb | sed 's,.*/,,' >"$WORK/packages.txt"
 
 KVER=${KPKG#linux-image-}
 MODDIR="$WORK/x/lib/modules/$KVER/kernel"
 [ -d "$MODDIR" ] || { echo "build-guest: $KPKG has no modules in lib/modules/$KVER" >&2; exit 1; }
-cp "$WORK/x/boot/vmlinuz-$KVER" "$WORK/vmlinuz"
+
+# --- the kernel QEMU boots: the uncompressed ELF vmlinux through its PVH entry point when the kernel
+# has one (CONFIG_PVH) and its payload can be unpacked here; else the bzImage. Under TCG the PVH
+# boot skips the real-mode set-up and the in-guest decompression: about half the boot time. ---
+BZIMAGE="$WORK/x/boot/vmlinuz-$KVER"
+KERNEL_OUT=vmlinuz
+cp "$BZIMAGE" "$WORK/vmlinuz"
+u8() { od -An -tu1 -j "$2" -N1 "$1" | tr -d ' '; }
+u32() { od -An -tu4 -j "$2" -N4 "$1" | tr -d ' '; }
+if grep -q '^CONFIG_PVH=y' "$WORK/x/boot/config-$KVER"; then
+  # The x86 boot protocol header (Documentation/x86/boot.rst): setup_sects at 0x1f1; payload_offset
+  # and payload_length at 0x248/0x24c, relative to the protected-mode code after the setup sectors.
+  start=$(( ($(u8 "$BZIMAGE" $((0x1f1))) + 1) * 512 + $(u32 "$BZIMAGE" $((0x248))) ))
+  length=$(u32 "$BZIMAGE" $((0x24c)))
+  payload() { { tail -c +$((start + 1)) "$BZIMAGE" || true; } | head -c "$1"; } # tail stops on SIGPIPE
+  # every compressor but gzip gets the uncompressed size appended (scripts/Makefile.lib size_append)
+  case "$(payload 6 | od -An -tx1 | tr -d ' \n')" in
+    1f8b*) unpack="gzip -dc"; keep=$length ;;
+    02214c18*) unpack="lz4 -dc"; keep=$((length - 4)) ;;
+    fd377a585a00) unpack="xz -dc"; keep=$((length - 4)) ;;
+    28b52ffd*) unpack="zstd -qdc"; keep=$((length - 4)) ;;
+    *) unpack="" ;;
+  esac
+  if [ -n "$unpack" ] && command -v "${unpack%% *}" >/dev/null && payload "$keep" | $unpack >"$WORK/vmlinux" 2>/dev/null \
+    && [ "$(head -c 4 "$WORK/vmlinux" | od -An -tx1 | tr -d ' \n')" = 7f454c46 ]; then
+    KERNEL_OUT=vmlinux
+  else
+    echo "build-guest: booting the bzImage (cannot unpack the kernel${unpack:+ with ${unpack%% *}}; apt-get install lz4)" >&2
+  fi
+fi
 
 # --- modules: find each, decompress (.ko.xz/.ko.zst: busybox insmod reads plain .ko), order by depends= ---
 R="$WORK/root"
@@ -116,7 +150,8 @@ add_module() { # depth-first: dependencies before the module
 for m in $WANTED_MODULES; do add_module "$m"; done
 printf '%s\n' "${ORDER[@]}" >"$R/lib/modules/order"
 
-# --- busybox, qemu-ga and its libraries ---
+# --- busybox (static: it also makes the cpio below), qemu-ga and its libraries ---
+BUSYBOX="$WORK/x/bin/busybox"
 cp "$BUSYBOX" "$R/bin/busybox"
 cp "$WORK/x/usr/sbin/qemu-ga" "$R/usr/sbin/qemu-ga"
 LIBPATH="$WORK/x/lib/$ARCH:$WORK/x/usr/lib/$ARCH"
@@ -207,9 +242,10 @@ chmod 755 "$R/init"
 
 (cd "$R" && find . -mindepth 1 | LC_ALL=C sort | "$BUSYBOX" cpio -o -H newc -R 0:0 2>/dev/null) | gzip -1 >"$WORK/initrd.img"
 
-mv "$WORK/vmlinuz" "$OUT/vmlinuz"
+rm -f "$OUT/stamp" "$OUT/vmlinuz" "$OUT/vmlinux"
+mv "$WORK/$KERNEL_OUT" "$OUT/$KERNEL_OUT"
 mv "$WORK/initrd.img" "$OUT/initrd.img"
 cp "$WORK/packages.txt" "$OUT/packages.txt"
-printf 'script=%s\nkernel-version=%s\n' "$STAMP" "$KVER" >"$OUT/stamp"
+printf 'script=%s\nkernel-version=%s\nkernel-file=%s\n' "$STAMP" "$KVER" "$KERNEL_OUT" >"$OUT/stamp"
 rm -rf "$WORK"
 print_result
