@@ -187,6 +187,18 @@ export interface GuestVmOptions {
   memoryMiB?: number;
 }
 
+/** QEMUs started by GuestVm still running: killed if the test process exits without stopping them. */
+const running = new Set<QemuProcess>();
+process.on('exit', () => {
+  for (const qemu of running) {
+    try {
+      process.kill(qemu.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
 /** The guest running under QEMU. */
 export class GuestVm {
   private constructor(
@@ -210,6 +222,8 @@ export class GuestVm {
       ...(agentSocket ? { guestAgentSocket: agentSocket } : {}),
       ...(options.incoming ? { incoming: 'defer' as const } : {}),
     });
+    running.add(qemu);
+    void qemu.exited.then(() => running.delete(qemu));
     return new GuestVm(qemu, new SerialLog(serialLog), agentSocket);
   }
 
