@@ -71,7 +71,7 @@ test('qemuArgv: devices, escaping, accelerator, refusals', () => {
 });
 
 test('QEMU starts with what the argv says: disks (file and NBD), sockets with commas, tcg', { timeout: 60_000 }, async (t) => {
-  if (!requireOracle(t, 'qemu-system') || !requireOracle(t, 'qemu-nbd')) return;
+  if (!requireOracle(t, 'qemu-system-x86_64') || !requireOracle(t, 'qemu-nbd')) return;
   const { dir: top, remove } = await tempFolder();
   const dir = join(top, 'a,b');
   let nbd: PeerNbdServer | undefined;
@@ -112,7 +112,7 @@ test('QEMU starts with what the argv says: disks (file and NBD), sockets with co
 });
 
 test('QEMU refusing to start is QEMU_FAILED with its own words; a killed QEMU is seen', { timeout: 60_000 }, async (t) => {
-  if (!requireOracle(t, 'qemu-system')) return;
+  if (!requireOracle(t, 'qemu-system-x86_64')) return;
   const { dir, remove } = await tempFolder();
   let qemu: QemuProcess | undefined;
   try {

@@ -20,7 +20,8 @@ export type ErrorCode =
   | 'QMP_ERROR' // QEMU or its guest agent answered a command with an error (its class and desc in details)
   | 'QMP_CLOSED' // the QMP or guest-agent connection closed (QEMU exited, or the socket was lost)
   | 'TIMEOUT' // no answer within the time allowed
-  | 'IO'; // the operating system refused an operation
+  | 'IO' // the operating system refused an operation
+  | 'LOCKED'; // another process (diskchain or QEMU) or a pending merge holds a file; details: holder, heldBy
 
 export interface ErrorDetails {
   file?: string;

@@ -75,7 +75,7 @@ export function buildGuest(): Promise<GuestImage> {
  * build fails the test in CI (CI=true) and skips it loudly elsewhere.
  */
 export async function requireGuest(t: TestContext): Promise<GuestImage | undefined> {
-  if (!requireOracle(t, 'qemu-system')) return undefined;
+  if (!requireOracle(t, 'qemu-system-x86_64')) return undefined;
   try {
     return await buildGuest();
   } catch (e) {
