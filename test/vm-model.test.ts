@@ -37,6 +37,21 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ k: fc.constant('export' as const), pick: fc.nat(), format: fc.constantFrom('vhdx' as const, 'vhd' as const, 'raw' as const, 'keep' as const) }) },
 );
 
+const REBASE_AND_EXPORTS: Op[] = [
+  { k: 'create', named: false },
+  { k: 'write', disk: 0, at: 0, sectors: 1, seed: 1 },
+  { k: 'write', disk: 1, at: 0, sectors: 1, seed: 2 },
+  { k: 'create', named: false },
+  { k: 'write', disk: 0, at: 0, sectors: 5000, seed: 3 },
+  { k: 'write', disk: 1, at: 500_000, sectors: 4000, seed: 4 },
+  { k: 'remove', pick: 1, subtree: false },
+  { k: 'export', pick: 0, format: 'raw' },
+  { k: 'export', pick: 0, format: 'vhd' },
+  { k: 'export', pick: 0, format: 'vhdx' },
+  { k: 'apply', pick: 0, first: true },
+  { k: 'remove', pick: 0, subtree: true },
+];
+
 /** What each run explored, summed over the runs (printed at the end). */
 const explored: Record<string, number> = {};
 const count = (what: string): void => void (explored[what] = (explored[what] ?? 0) + 1);
@@ -155,6 +170,9 @@ test('checkpoint tree: random create/write/apply/remove/rename/export against a 
       }),
       {
         numRuns: Number(process.env.DISKCHAIN_MODEL_RUNS ?? 8),
+        // One fixed sequence too, so every run of the suite meets a merge by rebase (the child holds
+        // more than the layer), exports in each format, create-and-apply and a subtree removal.
+        examples: [[REBASE_AND_EXPORTS]],
         // Replay a failure: DISKCHAIN_MODEL_SEED and DISKCHAIN_MODEL_PATH from the report.
         ...(process.env.DISKCHAIN_MODEL_SEED ? { seed: Number(process.env.DISKCHAIN_MODEL_SEED) } : {}),
         ...(process.env.DISKCHAIN_MODEL_PATH ? { path: process.env.DISKCHAIN_MODEL_PATH, endOnFailure: true } : {}),
