@@ -16,7 +16,10 @@ export type ErrorCode =
   | 'HAS_DEPENDENTS' // another disk depends on a file an operation would change or remove
   | 'JOURNAL_MISMATCH' // an operation journal describes a chain that has changed since
   | 'ABORTED'
-  | 'IO'; // the operating system refused an operation
+  | 'IO' // the operating system refused an operation
+  | 'LOCKED' // another operation (diskchain or QEMU) is using the file or VM
+  | 'FORBIDDEN' // a console request without the session's token, or from another site or host name
+  | 'NOT_FOUND'; // a console request names no route, job or item that exists
 
 export interface ErrorDetails {
   file?: string;
