@@ -34,7 +34,14 @@ const SECURITY_HEADERS = {
 
 export async function buildServer(ctx: ConsoleContext): Promise<FastifyInstance> {
   const assets = await loadAssets();
-  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT, forceCloseConnections: true, return503OnClosing: true });
+  const app = Fastify({
+    logger: false,
+    bodyLimit: BODY_LIMIT,
+    forceCloseConnections: true,
+    return503OnClosing: true,
+    // A number where a path belongs is an error, not a path named "7"; an unknown field is an error too.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
+  });
   await app.register(cookie, { hook: 'onRequest' });
 
   app.addHook('onRequest', async (req, reply) => {
@@ -64,8 +71,8 @@ export async function buildServer(ctx: ConsoleContext): Promise<FastifyInstance>
 
 function sendError(req: FastifyRequest, reply: FastifyReply, e: unknown): FastifyReply {
   const { status, body } = errorBody(e);
-  if (!req.url.startsWith('/api/') && req.method === 'GET') {
-    // A person at a browser: a readable page, not JSON.
+  if (req.method === 'GET' && req.url.split('?')[0] === '/') {
+    // A person at a browser opening the page: a readable page, not JSON.
     const text = `${body.error.code}: ${body.error.message}`.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
     return reply.code(status).type('text/html; charset=utf-8').send(`<!doctype html><meta charset="utf-8"><title>diskchain console</title><p>${text}</p>`);
   }
