@@ -67,6 +67,7 @@ function FolderCard({ folder, space }: { folder: DiskFolder; space: Space | null
           {folder.disks.length} disk(s), {bytes(total)} on disk
         </span>
       </div>
+      <p class="muted small">Select a differencing disk to see what merging it into its parent needs.</p>
       <table class="grid">
         <caption class="sr-only">Disks in {folder.folder}</caption>
         <thead>
@@ -87,7 +88,7 @@ function FolderCard({ folder, space }: { folder: DiskFolder; space: Space | null
                   {d.name}
                 </button>
               </td>
-              <td>
+              <td class="nowrap">
                 <span class="badge neutral">{d.format.toUpperCase()}</span> {d.type}
                 {d.dirtyLog && <span class="badge warn">dirty log</span>}
               </td>

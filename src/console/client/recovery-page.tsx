@@ -138,6 +138,7 @@ function Report({ state, stepJobs }: { state: RecoveryState; stepJobs: JobView[]
         <Stat label="Stale links" value={s.staleLinks} bad={s.staleLinks > 0} />
         <Stat label="Problems" value={s.problems + s.cycles} bad={s.problems + s.cycles > 0} />
       </div>
+      <p class="muted small">Paths below are relative to {r.folders.join(', ')}.</p>
       {r.trees.map((t, i) => (
         <TreeCard key={t.root} tree={t} index={i} plan={r.plan[i]!} state={state} stepJobs={stepJobs.filter((j) => j.about.tree === i)} />
       ))}
@@ -208,7 +209,7 @@ function PlanView({ plan, tree, state, stepJobs }: { plan: TreePlan; tree: numbe
       {plan.notes.length > 0 && (
         <ul class="notes">
           {plan.notes.map((n, i) => (
-            <li key={i}>{n}</li>
+            <li key={i}>{relative(n, state.report.folders)}</li>
           ))}
         </ul>
       )}
@@ -222,7 +223,7 @@ function PlanView({ plan, tree, state, stepJobs }: { plan: TreePlan; tree: numbe
             return (
               <li key={i} class={`step ${status}`} aria-label={`Step ${i + 1}: ${status}`}>
                 <div class="step-body">
-                  <p>{s.reason}</p>
+                  <p>{relative(s.reason, state.report.folders)}</p>
                   <code class="command">{plan.commands[i]}</code>
                   {job && (job.state !== 'done' || i < next) && (
                     <ul class="job-list inline" aria-label={`Job of step ${i + 1}`}>
@@ -252,6 +253,11 @@ function PlanView({ plan, tree, state, stepJobs }: { plan: TreePlan; tree: numbe
       )}
     </div>
   );
+}
+
+/** Text with the scanned folders' prefix taken off its paths (the commands keep them whole). */
+function relative(text: string, folders: string[]): string {
+  return folders.reduce((t, f) => t.split(`${f}/`).join(''), text);
 }
 
 function Findings({ report: r }: { report: ScanReport }) {

@@ -54,7 +54,7 @@ export function SpaceBar({ space, forecast, title }: { space: SpaceView; forecas
       </div>
       <div class="space-legend">
         <Legend kind="used">used {bytes(space.used)}</Legend>
-        {space.reserved > 0 && <Legend kind="reserved">reserve {bytes(space.reserved)}</Legend>}
+        {space.reserved > 0 && <Legend kind="reserved">reserved for root {bytes(space.reserved)}</Legend>}
         {forecast && <Legend kind={fits ? 'forecast' : 'forecast over'}>{forecast.label}: {bytes(need)}{fits ? '' : ' (does not fit)'}</Legend>}
         <Legend kind="free">free {bytes(space.available - (forecast && fits ? need : 0))}{forecast && fits ? ' after' : ''}</Legend>
       </div>
