@@ -17,7 +17,7 @@ export type ErrorCode =
   | 'JOURNAL_MISMATCH' // an operation journal describes a chain that has changed since
   | 'ABORTED'
   | 'IO' // the operating system refused an operation
-  | 'LOCKED' // another operation (diskchain or QEMU) is using the file or VM
+  | 'LOCKED' // another process (diskchain or QEMU) or a pending merge holds a file; details: holder, heldBy
   | 'FORBIDDEN' // a console request without the session's token, or from another site or host name
   | 'NOT_FOUND'; // a console request names no route, job or item that exists
 

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import type { TestContext } from 'node:test';
 
 /** The independent readers we check ourselves against. */
-export type Oracle = 'qemu-img' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools' | 'chromium';
+export type Oracle = 'qemu-img' | 'qemu-io' | 'qemu-system-x86_64' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools' | 'chromium';
 
 const PY = '/usr/bin/python3';
 /** Debian's chromium, driven by playwright-core (playwright's own browser download is not available). */
@@ -12,7 +12,9 @@ export const CHROMIUM = '/usr/bin/chromium';
 function present(oracle: Oracle): boolean {
   switch (oracle) {
     case 'qemu-img':
-      return spawnSync('qemu-img', ['--version']).status === 0;
+    case 'qemu-io':
+    case 'qemu-system-x86_64':
+      return spawnSync(oracle, ['--version']).status === 0;
     case 'vhdiinfo':
       return spawnSync('vhdiinfo', ['-V']).status === 0;
     case 'pyvhdi':
@@ -35,7 +37,7 @@ const cache = new Map<Oracle, boolean>();
 export function requireOracle(t: TestContext, oracle: Oracle): boolean {
   if (!cache.has(oracle)) cache.set(oracle, present(oracle));
   if (cache.get(oracle)) return true;
-  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils libvhdi-utils python3-libvhdi dosfstools mtools chromium)`;
+  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils qemu-system-x86 libvhdi-utils python3-libvhdi dosfstools mtools chromium)`;
   if (process.env.CI === 'true') throw new Error(`${msg}; CI must have it`);
   console.error(`SKIPPED LOUDLY: ${msg}`);
   t.skip(msg);
