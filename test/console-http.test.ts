@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { startConsole, type RunningConsole } from '../src/console/start.js';
+import { allowedHosts, isLoopback } from '../src/console/security.js';
 import { convert } from '../src/api/convert.js';
 import { DiskchainError } from '../src/io/errors.js';
 import { createChild, createDisk } from '../src/api/create.js';
@@ -106,6 +107,17 @@ test('requests without the token, from another site, or under a rebound host nam
   const ok = await request(port, 'POST', '/api/recovery/scan', { headers: { ...withHeader, origin: `http://127.0.0.1:${port}`, 'sec-fetch-site': 'same-origin' }, body });
   assert.equal(ok.status, 200, ok.text);
   await waitJob(ok.json().job.id);
+});
+
+test('the Host names a console answers to: loopback names, plus the bound address when it is not loopback', () => {
+  const local = allowedHosts('127.0.0.1', 8123);
+  assert.deepEqual([...local].sort(), ['127.0.0.1:8123', '[::1]:8123', 'localhost:8123']);
+  const remote = allowedHosts('192.0.2.7', 8123);
+  assert.ok(remote.has('192.0.2.7:8123') && remote.has('localhost:8123'));
+  assert.ok(!remote.has('192.0.2.7') && !remote.has('evil.example:8123'));
+  assert.ok(allowedHosts('2001:db8::1', 80).has('[2001:db8::1]'), 'port 80 is left out of Host by browsers');
+  for (const a of ['127.0.0.1', '127.8.9.10', '::1', '[::1]', 'localhost', '::ffff:127.0.0.1']) assert.ok(isLoopback(a), a);
+  for (const a of ['0.0.0.0', '::', '192.0.2.7', '::ffff:192.0.2.7', '128.0.0.1']) assert.ok(!isLoopback(a), a);
 });
 
 test('paths never leave the roots, through .., absolute paths or symlinks', async () => {
