@@ -5,6 +5,15 @@
 import { build } from 'esbuild';
 import { writeFile } from 'node:fs/promises';
 
+// `diskchain console` loads the web console (fastify and the routes, ES modules in dist/src/console)
+// only when it runs: the bundle keeps that import as it is, pointed from dist/bin at dist/src.
+const consoleOutside = {
+  name: 'console-outside',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/console\/start\.js$/ }, () => ({ path: '../src/console/start.js', external: true }));
+  },
+};
+
 await build({
   entryPoints: ['dist/src/cli/main.js'],
   outfile: 'dist/bin/diskchain.js',
@@ -19,6 +28,7 @@ await build({
   define: { 'import.meta.url': 'importMetaUrl' },
   banner: { js: 'var importMetaUrl=require("url").pathToFileURL(__filename).href;' },
   logLevel: 'warning',
+  plugins: [consoleOutside],
 });
 // The package is "type": "module"; this folder's one file is CommonJS.
 await writeFile('dist/bin/package.json', '{ "type": "commonjs" }\n');

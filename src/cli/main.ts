@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { registerChainCommands } from './commands-chain.js';
+import { registerConsoleCommands } from './commands-console.js';
 import { registerDataCommands } from './commands-data.js';
 import { registerDiskCommands } from './commands-disk.js';
 import { registerMergeCommands } from './commands-merge.js';
@@ -37,6 +38,7 @@ registerMergeCommands(program, run);
 registerScanCommands(program, run);
 registerVmCommands(program, run);
 registerCheckpointCommands(program, run);
+registerConsoleCommands(program, run);
 
 // No top-level await: the bin is bundled as CommonJS, which starts faster than an ES module.
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -23,11 +23,12 @@ export type ErrorCode =
   | 'IO' // the operating system refused an operation
   | 'LOCKED' // another process (diskchain or QEMU) or a pending merge holds a file; details: holder, heldBy
   | 'VM_BUSY' // another operation holds the VM's lock (details.holder)
-  | 'NOT_FOUND' // no VM folder (or disk of a VM) by that name
+  | 'NOT_FOUND' // no VM folder (or disk of a VM) by that name; a console request names no route, job or item that exists
   | 'CHECKPOINT_NOT_FOUND' // no checkpoint with that id or name
   | 'AMBIGUOUS' // a name matches several checkpoints (details.candidates)
   | 'MANIFEST_INVALID' // vm.json (or a record beside it) is damaged, hand-edited wrongly, or disagrees with the files (details.path: the JSON path)
-  | 'EXISTS'; // the target (a VM folder, an export) already exists
+  | 'EXISTS' // the target (a VM folder, an export) already exists
+  | 'FORBIDDEN'; // a console request without the session's token, or from another site or host name
 
 export interface ErrorDetails {
   file?: string;

@@ -3,9 +3,11 @@ import { existsSync } from 'node:fs';
 import type { TestContext } from 'node:test';
 
 /** The independent readers we check ourselves against. */
-export type Oracle = 'qemu-img' | 'qemu-io' | 'qemu-system-x86_64' | 'qemu-nbd' | 'nbdkit' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools';
+export type Oracle = 'qemu-img' | 'qemu-io' | 'qemu-system-x86_64' | 'qemu-nbd' | 'nbdkit' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools' | 'chromium';
 
 const PY = '/usr/bin/python3';
+/** Debian's chromium, driven by playwright-core (playwright's own browser download is not available). */
+export const CHROMIUM = '/usr/bin/chromium';
 
 function present(oracle: Oracle): boolean {
   switch (oracle) {
@@ -23,6 +25,8 @@ function present(oracle: Oracle): boolean {
       return spawnSync('mkfs.fat', ['--help']).error === undefined;
     case 'mtools':
       return spawnSync('mdir', ['-V']).error === undefined;
+    case 'chromium':
+      return spawnSync(CHROMIUM, ['--version']).status === 0;
   }
 }
 
@@ -35,7 +39,7 @@ const cache = new Map<Oracle, boolean>();
 export function requireOracle(t: TestContext, oracle: Oracle): boolean {
   if (!cache.has(oracle)) cache.set(oracle, present(oracle));
   if (cache.get(oracle)) return true;
-  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils qemu-system-x86 libvhdi-utils python3-libvhdi dosfstools mtools nbdkit lz4)`;
+  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils qemu-system-x86 libvhdi-utils python3-libvhdi dosfstools mtools nbdkit lz4 chromium)`;
   if (process.env.CI === 'true') throw new Error(`${msg}; CI must have it`);
   console.error(`SKIPPED LOUDLY: ${msg}`);
   t.skip(msg);

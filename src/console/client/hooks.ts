@@ -1,0 +1,66 @@
+// Small hooks: the job store, the hash route, a request that loads with the component.
+import { useEffect, useState } from 'preact/hooks';
+import { ApiError, jobStore, type JobView } from './api.js';
+
+export function useJobs(): JobView[] {
+  const [, setTick] = useState(0);
+  useEffect(() => jobStore.subscribe(() => setTick((t) => t + 1)), []);
+  return jobStore.list();
+}
+
+export function useJob(id: string | null | undefined): JobView | undefined {
+  useJobs();
+  return jobStore.get(id);
+}
+
+export interface Route {
+  page: string;
+  params: URLSearchParams;
+}
+
+function readRoute(): Route {
+  const hash = location.hash.replace(/^#\/?/, '');
+  const [page, q] = hash.split('?');
+  return { page: page || 'disks', params: new URLSearchParams(q ?? '') };
+}
+
+export function useRoute(): Route {
+  const [route, setRoute] = useState(readRoute);
+  useEffect(() => {
+    const on = (): void => setRoute(readRoute());
+    addEventListener('hashchange', on);
+    return () => removeEventListener('hashchange', on);
+  }, []);
+  return route;
+}
+
+export function go(page: string, params: Record<string, string> = {}): void {
+  const q = new URLSearchParams(params).toString();
+  location.hash = `#/${page}${q ? `?${q}` : ''}`;
+}
+
+export interface Loaded<T> {
+  data: T | null;
+  error: ApiError | null;
+  loading: boolean;
+  reload: () => void;
+}
+
+/** Runs `load` when `key` changes (and on reload()); the request is aborted if the component goes. */
+export function useLoad<T>(key: string | null, load: (signal: AbortSignal) => Promise<T>): Loaded<T> {
+  const [state, setState] = useState<{ data: T | null; error: ApiError | null; loading: boolean }>({ data: null, error: null, loading: key !== null });
+  const [n, setN] = useState(0);
+  useEffect(() => {
+    if (key === null) return;
+    const controller = new AbortController();
+    setState((s) => ({ ...s, loading: true }));
+    load(controller.signal).then(
+      (data) => setState({ data, error: null, loading: false }),
+      (e: unknown) => {
+        if ((e as Error).name !== 'AbortError') setState({ data: null, error: e instanceof ApiError ? e : new ApiError({ code: 'INTERNAL', message: String(e) }, 0), loading: false });
+      },
+    );
+    return () => controller.abort();
+  }, [key, n]);
+  return { ...state, reload: () => setN((x) => x + 1) };
+}

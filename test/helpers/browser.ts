@@ -1,0 +1,87 @@
+// One Debian chromium per test file, driven by playwright-core, with a fresh profile; and the
+// console started as the CLI starts it, its URL read from what it prints.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import { chromium, type BrowserContext } from 'playwright-core';
+import { CHROMIUM, requireOracle } from './oracles.js';
+
+const BIN = new URL('../../bin/diskchain.js', import.meta.url).pathname;
+
+export interface Browser {
+  context: BrowserContext;
+  close: () => Promise<void>;
+}
+
+/** Null (after failing in CI, or skipping loudly elsewhere) when chromium is not installed. */
+export async function launchBrowser(t: TestContext): Promise<Browser | null> {
+  if (!requireOracle(t, 'chromium')) return null;
+  const profile = mkdtempSync(join(tmpdir(), 'diskchain-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1360, height: 860 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  return {
+    context,
+    close: async () => {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface ConsoleProcess {
+  url: string;
+  origin: string;
+  token: string;
+  port: number;
+  child: ChildProcess;
+  stderr: () => string;
+  stop: () => Promise<number | null>;
+}
+
+/** `diskchain console --root ...` on a free port; resolves once it printed its URL. */
+export async function startConsoleProcess(roots: string[], extra: string[] = []): Promise<ConsoleProcess> {
+  const child = spawn(process.execPath, [BIN, 'console', ...roots.flatMap((r) => ['--root', r]), '--port', '0', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`console did not print its URL: ${err}`)), 15_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /diskchain console: (http:\/\/\S+)\n/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`console exited with ${code}: ${err}`));
+    });
+  });
+  const parsed = new URL(url);
+  return {
+    url,
+    origin: parsed.origin,
+    token: parsed.searchParams.get('token')!,
+    port: Number(parsed.port),
+    child,
+    stderr: () => err,
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve(child.exitCode);
+        child.once('exit', (code) => resolve(code));
+        child.kill('SIGINT');
+      }),
+  };
+}
+
+/** Whether screenshots for docs/ are (re)written: only when asked, so CI leaves the tree clean. */
+export const SCREENSHOTS = process.env.DISKCHAIN_SCREENSHOTS === '1';
+export const DOCS_SHOTS = new URL('../../../docs/console/', import.meta.url).pathname;
