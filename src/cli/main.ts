@@ -5,6 +5,7 @@ import { registerDataCommands } from './commands-data.js';
 import { registerDiskCommands } from './commands-disk.js';
 import { registerMergeCommands } from './commands-merge.js';
 import { registerScanCommands } from './commands-scan.js';
+import { registerServeCommands } from './commands-serve.js';
 import { setFileWriteMode } from '../api/index.js';
 import { EXIT, EXIT_CODES_HELP, reportError } from './output.js';
 
@@ -33,6 +34,7 @@ registerDataCommands(program, run);
 registerChainCommands(program, run);
 registerMergeCommands(program, run);
 registerScanCommands(program, run);
+registerServeCommands(program, run);
 
 // No top-level await: the bin is bundled as CommonJS, which starts faster than an ES module.
 program.parseAsync(process.argv).catch((e: unknown) => {

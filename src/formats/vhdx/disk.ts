@@ -10,6 +10,7 @@ import {
   PAYLOAD_BLOCK_FULLY_PRESENT,
   PAYLOAD_BLOCK_NOT_PRESENT,
   PAYLOAD_BLOCK_PARTIALLY_PRESENT,
+  PAYLOAD_BLOCK_ZERO,
   PAYLOAD_STATE_NAMES,
   SB_BLOCK_NOT_PRESENT,
   SB_BLOCK_PRESENT,
@@ -239,6 +240,35 @@ export class VhdxDisk implements VirtualDisk {
       this.failure ??= e;
       throw e;
     }
+  }
+
+  /** §2.5.1.1 Blocks this file does not hold (NOT_PRESENT, UNDEFINED, UNMAPPED) become PAYLOAD_BLOCK_ZERO. */
+  async zeroBlocks(offset: number, length: number): Promise<boolean> {
+    this.assertUsable();
+    if (this.readOnly) throw new DiskchainError('READ_ONLY', 'disk is open read-only', { file: this.path });
+    this.checkRange(offset, length);
+    const bs = this.blockSize;
+    if (offset % bs !== 0 || (length % bs !== 0 && offset + length !== this.virtualSize)) {
+      throw new DiskchainError('INVALID_ARGUMENT', `zeroBlocks takes whole ${bs}-byte blocks`, { file: this.path, offset });
+    }
+    // A fixed VHDX keeps every block allocated (File Parameters LeaveBlockAllocated, §2.6.2.1).
+    if (this.layout.fileParameters.leaveBlockAllocated) return false;
+    const first = offset / bs;
+    const end = Math.ceil((offset + length) / bs);
+    try {
+      for (let block = first; block < end; block++) {
+        const { state } = await this.payloadEntry(block);
+        if (state === PAYLOAD_BLOCK_ZERO || state === PAYLOAD_BLOCK_FULLY_PRESENT || state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) continue;
+        await this.beginModification(true);
+        await this.setPayloadEntry(block, { state: PAYLOAD_BLOCK_ZERO, fileOffset: 0 });
+        this.dataDirty = true;
+      }
+      if (this.cache.dirtyCount >= MAX_DIRTY_PAGES) await this.commitMetadata();
+    } catch (e) {
+      this.failure ??= e;
+      throw e;
+    }
+    return true;
   }
 
   private async writeInBlock(block: number, inBlock: number, piece: Uint8Array): Promise<void> {
