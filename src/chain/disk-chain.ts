@@ -106,6 +106,8 @@ export class DiskChain {
     const within = Math.max(0, Math.min(target.length, layer.virtualSize - offset));
     target.fill(0, within);
     if (within === 0) return;
+    // The base has no parent to fall through to: its own read (transparent reads zeros) is the answer.
+    if (i === this.layers.length - 1) return layer.read(target.subarray(0, within), offset);
     for (const e of await layer.map(offset, within)) {
       const part = target.subarray(e.offset - offset, e.offset - offset + e.length);
       if (e.state === 'data') await layer.read(part, e.offset);

@@ -7,7 +7,8 @@
 export class Budget {
   private bytes = 0;
   private count = 0;
-  private waiting: Array<{ bytes: number; go: () => void }> = [];
+  private waiting: Array<{ bytes: number; go: (granted: boolean) => void }> = [];
+  private cancelled = false;
 
   constructor(
     readonly maxBytes: number,
@@ -21,13 +22,23 @@ export class Budget {
     return this.count;
   }
 
-  /** Resolves once `bytes` (at most maxBytes) and one request slot are held; first come, first served. */
-  acquire(bytes: number): Promise<void> {
+  /**
+   * Resolves with true once `bytes` (at most maxBytes) and one request slot are held, first come, first
+   * served; with false once the budget is cancelled (the connection is closing).
+   */
+  acquire(bytes: number): Promise<boolean> {
+    if (this.cancelled) return Promise.resolve(false);
     if (this.waiting.length === 0 && this.fits(bytes)) {
       this.take(bytes);
-      return Promise.resolve();
+      return Promise.resolve(true);
     }
-    return new Promise<void>((go) => this.waiting.push({ bytes, go }));
+    return new Promise<boolean>((go) => this.waiting.push({ bytes, go }));
+  }
+
+  /** Every waiting and later acquire resolves with false. */
+  cancel(): void {
+    this.cancelled = true;
+    for (const w of this.waiting.splice(0)) w.go(false);
   }
 
   release(bytes: number): void {
@@ -36,7 +47,7 @@ export class Budget {
     while (this.waiting.length > 0 && this.fits(this.waiting[0]!.bytes)) {
       const w = this.waiting.shift()!;
       this.take(w.bytes);
-      w.go();
+      w.go(true);
     }
   }
 

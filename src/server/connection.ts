@@ -60,6 +60,8 @@ const CLOSE_GRACE_MS = 10_000;
 export class NbdConnection {
   readonly reader: ByteReader;
   readonly budget: Budget;
+  /** Resolves when the socket has closed. */
+  readonly gone: Promise<void>;
   /** The socket in use: the accepted one, or the TLS socket wrapping it after NBD_OPT_STARTTLS. */
   private socket: Duplex;
   private tlsActive = false;
@@ -76,6 +78,7 @@ export class NbdConnection {
     this.reader = new ByteReader(ctx.limits.readAhead);
     this.budget = new Budget(ctx.limits.maxBytesInFlight, ctx.limits.maxRequestsInFlight);
     raw.on('error', () => undefined); // reported through the reader or the close
+    this.gone = new Promise((resolve) => raw.once('close', () => resolve()));
   }
 
   get limits(): ServerLimits {
@@ -108,6 +111,18 @@ export class NbdConnection {
     this.stopping = true;
     this.reader.detach();
     this.reader.fail(new EndOfStream(0));
+    this.budget.cancel();
+  }
+
+
+  /** Ends the connection now, whatever it still had to send. */
+  kill(): void {
+    this.destroy();
+  }
+
+  /** What this connection holds: budget bytes and requests, bytes received and unparsed, bytes queued to send. */
+  stats(): { bytesHeld: number; requestsHeld: number; unread: number; unsent: number } {
+    return { bytesHeld: this.budget.bytesHeld, requestsHeld: this.budget.requestsHeld, unread: this.reader.pending, unsent: this.socket.writableLength };
   }
 
   /** A breach of the protocol: the session ends at once (a hard disconnect). */

@@ -61,11 +61,13 @@ export class NbdServer {
       }
     }
     const exports = options.exports;
+    const limits = { ...DEFAULT_LIMITS, ...options.limits };
+    if (limits.maxBytesInFlight < limits.maxPayload) throw new DiskchainError('INVALID_ARGUMENT', 'a connection\'s budget (maxBytesInFlight) must hold at least one maximum payload');
     this.ctx = {
       findExport: (name) => exports.find((e) => e.name === name) ?? (name === '' && exports.length === 1 ? exports[0] : undefined),
       listExports: () => exports,
       tls,
-      limits: { ...DEFAULT_LIMITS, ...options.limits },
+      limits,
       log: options.log ?? (() => undefined),
     };
     this.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
@@ -105,14 +107,25 @@ export class NbdServer {
     return this.listening;
   }
 
+  /** What each open connection holds (see NbdConnection.stats). */
+  connectionStats(): Array<ReturnType<NbdConnection['stats']> & { id: string }> {
+    return [...this.connections].map((c) => ({ id: c.id, ...c.stats() }));
+  }
+
   /**
    * Stops accepting, lets every connection finish the requests it has in flight and answer them, then
-   * closes them. The exports stay open (their owner closes them).
+   * closes them; a client that does not take its last replies within `graceMs` is cut off. The exports
+   * stay open (their owner closes them).
    */
-  async close(): Promise<void> {
+  async close(graceMs = 5_000): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const c of this.connections) c.stop();
+    const open = [...this.connections];
+    for (const c of open) c.stop();
     await Promise.allSettled([...this.runs]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(open.map((c) => c.gone)), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+    for (const c of open) c.kill();
     await closed;
   }
 

@@ -66,7 +66,7 @@ export async function transmit(conn: NbdConnection, s: Session): Promise<void> {
         conn.send([reply(s, r, NBD_EOVERFLOW, `a write is limited to ${conn.limits.maxPayload} bytes`)]);
         return conn.violation(`write of ${r.length} bytes`);
       }
-      await conn.budget.acquire(r.length);
+      if (!(await conn.budget.acquire(r.length))) return;
       let payload: Buffer;
       try {
         payload = await conn.reader.read(r.length);
@@ -77,7 +77,7 @@ export async function transmit(conn: NbdConnection, s: Session): Promise<void> {
       conn.track(handle(conn, s, r, payload, r.length));
     } else {
       const held = r.type === NBD_CMD_READ && r.length <= conn.limits.maxPayload ? r.length : 0;
-      await conn.budget.acquire(held);
+      if (!(await conn.budget.acquire(held))) return;
       conn.track(handle(conn, s, r, undefined, held));
     }
   }

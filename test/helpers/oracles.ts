@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import type { TestContext } from 'node:test';
 
 /** The independent readers we check ourselves against. */
-export type Oracle = 'qemu-img' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools';
+export type Oracle = 'qemu-img' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools' | 'qemu-io' | 'qemu-nbd' | 'nbdinfo' | 'nbdcopy' | 'openssl';
 
 const PY = '/usr/bin/python3';
 
@@ -19,6 +19,12 @@ function present(oracle: Oracle): boolean {
       return spawnSync('mkfs.fat', ['--help']).error === undefined;
     case 'mtools':
       return spawnSync('mdir', ['-V']).error === undefined;
+    case 'qemu-io':
+    case 'qemu-nbd':
+    case 'nbdinfo':
+    case 'nbdcopy':
+    case 'openssl':
+      return spawnSync(oracle, ['--version']).status === 0 || spawnSync(oracle, ['version']).status === 0;
   }
 }
 
@@ -31,7 +37,7 @@ const cache = new Map<Oracle, boolean>();
 export function requireOracle(t: TestContext, oracle: Oracle): boolean {
   if (!cache.has(oracle)) cache.set(oracle, present(oracle));
   if (cache.get(oracle)) return true;
-  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils libvhdi-utils python3-libvhdi dosfstools mtools)`;
+  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils libvhdi-utils python3-libvhdi dosfstools mtools libnbd-bin openssl)`;
   if (process.env.CI === 'true') throw new Error(`${msg}; CI must have it`);
   console.error(`SKIPPED LOUDLY: ${msg}`);
   t.skip(msg);

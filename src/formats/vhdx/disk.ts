@@ -234,7 +234,16 @@ export class VhdxDisk implements VirtualDisk {
         await this.writeInBlock(block, pos - blockStart, data.subarray(pos - offset, pieceEnd - offset));
         pos = pieceEnd;
       }
+    } catch (e) {
+      // Each block's data lands before its BAT entry changes, so a full file system (the data write or
+      // the file's extension failing) leaves the mapping as it was: the write may be retried once there
+      // is room (QEMU pauses the VM on ENOSPC and retries on resume). Anything else poisons the disk.
       this.dataDirty = true;
+      if (!(e instanceof DiskchainError && e.code === 'NO_SPACE')) this.failure ??= e;
+      throw e;
+    }
+    this.dataDirty = true;
+    try {
       if (this.cache.dirtyCount >= MAX_DIRTY_PAGES) await this.commitMetadata();
     } catch (e) {
       this.failure ??= e;
@@ -321,9 +330,9 @@ export class VhdxDisk implements VirtualDisk {
 
   private async allocate(bytes: number): Promise<number> {
     const at = this.allocationCursor;
-    this.allocationCursor += alignUp(bytes, MIB);
-    await this.source.truncate(this.allocationCursor);
-    this.fileEnd = this.allocationCursor;
+    const end = at + alignUp(bytes, MIB);
+    await this.source.truncate(end);
+    this.allocationCursor = this.fileEnd = end;
     return at;
   }
 
