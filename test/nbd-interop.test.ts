@@ -5,7 +5,7 @@
  * both ways, and TLS (NBD_OPT_STARTTLS) with nbdinfo and qemu-img's tls-creds.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +15,7 @@ import { openChain } from '../src/chain/open-chain.js';
 import { buildChain } from './helpers/merge-chain.js';
 import { qemuImg, requireOracle } from './helpers/oracles.js';
 import { CLI, serveCli } from './helpers/serve-cli.js';
+import { makeCertificates } from './helpers/tls-certs.js';
 import { assertBytesEqual, MIB, randomBytesFrom, sha256, tempDir } from './helpers/vhdx-util.js';
 
 const SIZE = 24 * MIB;
@@ -239,20 +240,9 @@ test('qemu-io writes into a writable differencing VHDX export; libvhdi reads the
   assertAgainstModel(viaLibvhdi, model, loose, 'libvhdi reading the chain');
 });
 
-function makeCertificates(): string {
-  const certs = join(dir, 'certs');
-  execFileSync('mkdir', ['-p', certs]);
-  const o = (args: string[]): void => void execFileSync('openssl', args, { cwd: certs, stdio: 'pipe' });
-  o(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca-key.pem', '-out', 'ca-cert.pem', '-days', '2', '-subj', '/CN=diskchain test CA']);
-  o(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server-key.pem', '-out', 'server.csr', '-subj', '/CN=localhost']);
-  writeFileSync(join(certs, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n');
-  o(['x509', '-req', '-in', 'server.csr', '-CA', 'ca-cert.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', 'server-cert.pem', '-days', '2', '-extfile', 'ext.cnf']);
-  return certs;
-}
-
 test('TLS: clients must start TLS; nbdinfo and qemu-img (tls-creds-x509) read the chain through it; plain clients are refused', async (t) => {
   if (!requireOracle(t, 'openssl') || !requireOracle(t, 'nbdinfo') || !requireOracle(t, 'qemu-img')) return;
-  const certs = makeCertificates();
+  const certs = makeCertificates(dir);
   const leaf = chains.vhdx[3]!;
   const flat = await flatCopy(leaf);
   const served = await serveCli([leaf, '--port', '0', '--tls-cert', join(certs, 'server-cert.pem'), '--tls-key', join(certs, 'server-key.pem'), '--export-name', 'disk']);
