@@ -15,6 +15,9 @@ await build({
   minify: true,
   // Class and function names stay readable in stack traces.
   keepNames: true,
+  // import.meta.url (createRequire for the lock addon, io/ofd-lock.ts) has no CommonJS form: give it this file's URL.
+  define: { 'import.meta.url': 'importMetaUrl' },
+  banner: { js: 'var importMetaUrl=require("url").pathToFileURL(__filename).href;' },
   logLevel: 'warning',
 });
 // The package is "type": "module"; this folder's one file is CommonJS.

@@ -11,7 +11,7 @@ export const EXIT = {
   findings: 1, // check found problems
   usage: 2,
   badInput: 3, // corrupt, truncated, unsupported or unknown format
-  chain: 4, // parent missing, mismatched, cycle
+  chain: 4, // parent missing, mismatched, cycle; a file locked by another process or a pending merge
   io: 5, // operating system error, no space
   aborted: 130,
 } as const;
@@ -24,7 +24,9 @@ Exit codes:
   3    the input is corrupt, truncated, unsupported or not a disk image
   4    the chain is broken, or the operation would break it: parent not found, identity
        mismatch, cycle, too deep, path outside the allowed folders, another disk depends on
-       a file the operation changes, a merge journal that no longer fits the chain
+       a file the operation changes, a merge journal that no longer fits the chain;
+       or a file is locked: another diskchain or a QEMU uses it (the message names the
+       process), or a pending merge reserves it (the message says what to run)
   5    I/O error or no space left
   130  cancelled (Ctrl-C)`;
 
@@ -41,6 +43,7 @@ function exitCodeFor(code: ErrorCode): number {
     case 'PATH_NOT_ALLOWED':
     case 'HAS_DEPENDENTS':
     case 'JOURNAL_MISMATCH':
+    case 'LOCKED':
       return EXIT.chain;
     case 'IO':
     case 'NO_SPACE':

@@ -16,7 +16,8 @@ export type ErrorCode =
   | 'HAS_DEPENDENTS' // another disk depends on a file an operation would change or remove
   | 'JOURNAL_MISMATCH' // an operation journal describes a chain that has changed since
   | 'ABORTED'
-  | 'IO'; // the operating system refused an operation
+  | 'IO' // the operating system refused an operation
+  | 'LOCKED'; // another process (diskchain or QEMU) or a pending merge holds a file; details: holder, heldBy
 
 export interface ErrorDetails {
   file?: string;

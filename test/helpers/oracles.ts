@@ -3,14 +3,16 @@ import { existsSync } from 'node:fs';
 import type { TestContext } from 'node:test';
 
 /** The independent readers we check ourselves against. */
-export type Oracle = 'qemu-img' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools' | 'qemu-io' | 'qemu-nbd' | 'nbdinfo' | 'nbdcopy' | 'openssl';
+export type Oracle = 'qemu-img' | 'qemu-io' | 'qemu-system-x86_64' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools' | 'qemu-nbd' | 'nbdinfo' | 'nbdcopy' | 'openssl';
 
 const PY = '/usr/bin/python3';
 
 function present(oracle: Oracle): boolean {
   switch (oracle) {
     case 'qemu-img':
-      return spawnSync('qemu-img', ['--version']).status === 0;
+    case 'qemu-io':
+    case 'qemu-system-x86_64':
+      return spawnSync(oracle, ['--version']).status === 0;
     case 'vhdiinfo':
       return spawnSync('vhdiinfo', ['-V']).status === 0;
     case 'pyvhdi':
@@ -19,7 +21,6 @@ function present(oracle: Oracle): boolean {
       return spawnSync('mkfs.fat', ['--help']).error === undefined;
     case 'mtools':
       return spawnSync('mdir', ['-V']).error === undefined;
-    case 'qemu-io':
     case 'qemu-nbd':
     case 'nbdinfo':
     case 'nbdcopy':
@@ -37,7 +38,7 @@ const cache = new Map<Oracle, boolean>();
 export function requireOracle(t: TestContext, oracle: Oracle): boolean {
   if (!cache.has(oracle)) cache.set(oracle, present(oracle));
   if (cache.get(oracle)) return true;
-  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils libvhdi-utils python3-libvhdi dosfstools mtools libnbd-bin openssl)`;
+  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils qemu-system-x86 libvhdi-utils python3-libvhdi dosfstools mtools libnbd-bin openssl)`;
   if (process.env.CI === 'true') throw new Error(`${msg}; CI must have it`);
   console.error(`SKIPPED LOUDLY: ${msg}`);
   t.skip(msg);
