@@ -111,3 +111,24 @@ test('--allow-remote with TLS listens on every address; clients still need TLS',
     assert.equal(await served.stop(), 0, served.stderr());
   }
 });
+
+test('served files stay locked: QEMU cannot write a served leaf nor its parents, a second writable serve is LOCKED; the locks go with the server', async (t) => {
+  const socket = join(dir, 'lock.sock');
+  const served = await serveCli([leaf, '--socket', socket, '--writable']);
+  try {
+    const second = serveSync([leaf, '--socket', join(dir, 'lock2.sock'), '--writable']);
+    assert.equal(second.status, 4, second.stderr);
+    assert.match(second.stderr, /LOCKED/);
+    if (requireOracle(t, 'qemu-io')) {
+      for (const file of [leaf, base]) {
+        const q = spawnSync('qemu-io', ['-c', 'write 0 512', file], { encoding: 'utf8' });
+        assert.notEqual(q.status, 0, `qemu-io wrote into ${file} while it was served`);
+        assert.match(q.stderr, /Failed to get .*lock/);
+      }
+    }
+  } finally {
+    assert.equal(await served.stop(), 0, served.stderr());
+  }
+  const again = await serveCli([leaf, '--socket', socket, '--writable']);
+  assert.equal(await again.stop(), 0, 'the locks were released with the first server');
+});

@@ -1,12 +1,13 @@
 import { basename } from 'node:path';
+import type { DiskChain } from '../chain/disk-chain.js';
 import { openChain, type OpenChainOptions } from '../chain/open-chain.js';
 import { DiskchainError } from '../io/errors.js';
 import { refuseIfDependedOn } from '../ops/dependents.js';
 import { ChainBackend } from '../server/backend.js';
 import type { ServerLimits } from '../server/connection.js';
 import { NbdExport } from '../server/export.js';
-import { NbdServer, type ListenOptions, type ServerAddress } from '../server/server.js';
-import { lockServedChain } from './serve-locks.js';
+import { checkListenAddress, NbdServer, type ListenOptions, type ServerAddress } from '../server/server.js';
+import { ServedLocks } from './serve-locks.js';
 
 export interface ServeOptions extends Pick<OpenChainOptions, 'searchPaths' | 'ignoreIdMismatch' | 'format'> {
   /** Listen on this unix socket (default: TCP on 127.0.0.1). */
@@ -39,24 +40,31 @@ export const NBD_PORT = 10809;
 /**
  * Serves a disk, read through its whole chain, over NBD. Read-only unless `writable`, and writable only
  * when no other disk in its folder depends on it (a checkpoint's parent must not change). The chain's
- * files stay locked while served (see serve-locks.ts). Resolves once the server accepts connections.
+ * files stay locked while served: the leaf for writing when writable, everything else for reading
+ * (see serve-locks.ts). Resolves once the server accepts connections.
  */
 export async function serve(disk: string, options: ServeOptions = {}): Promise<ServeHandle> {
   if (options.socket !== undefined && (options.port !== undefined || options.host !== undefined)) {
     throw new DiskchainError('INVALID_ARGUMENT', 'listen on a unix socket or on a TCP port, not both');
   }
+  const where: ListenOptions = options.socket !== undefined
+    ? { socket: options.socket }
+    : { host: options.host ?? '127.0.0.1', port: options.port ?? NBD_PORT, allowRemote: options.allowRemote ?? false };
+  checkListenAddress(where, options.tls !== undefined);
   const writable = options.writable ?? false;
   if (writable) await refuseIfDependedOn(disk);
-  const chain = await openChain(disk, {
-    writable,
-    ...(options.format ? { format: options.format } : {}),
-    ...(options.searchPaths ? { searchPaths: options.searchPaths } : {}),
-    ...(options.ignoreIdMismatch ? { ignoreIdMismatch: true } : {}),
-  });
-  let release: (() => Promise<void>) | undefined;
+  const locks = new ServedLocks();
+  await locks.take(disk, writable ? 'write' : 'read');
+  let chain: DiskChain | undefined;
   let exp: NbdExport | undefined;
   try {
-    release = await lockServedChain(chain, writable);
+    chain = await openChain(disk, {
+      writable,
+      ...(options.format ? { format: options.format } : {}),
+      ...(options.searchPaths ? { searchPaths: options.searchPaths } : {}),
+      ...(options.ignoreIdMismatch ? { ignoreIdMismatch: true } : {}),
+    });
+    for (const parent of chain.layers.slice(1)) await locks.take(parent.path, 'read');
     exp = new NbdExport(new ChainBackend(chain), { name: options.exportName ?? basename(disk), description: `${chain.layers.length}-layer ${chain.leaf.format} chain` });
     const server = new NbdServer({
       exports: [exp],
@@ -65,12 +73,8 @@ export async function serve(disk: string, options: ServeOptions = {}): Promise<S
       ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
       ...(options.log ? { log: options.log } : {}),
     });
-    const where: ListenOptions = options.socket !== undefined
-      ? { socket: options.socket }
-      : { host: options.host ?? '127.0.0.1', port: options.port ?? NBD_PORT, allowRemote: options.allowRemote ?? false };
     const address = await server.listen(where);
     const served = exp;
-    const unlock = release;
     let closing: Promise<void> | undefined;
     return {
       address,
@@ -81,13 +85,13 @@ export async function serve(disk: string, options: ServeOptions = {}): Promise<S
             await server.close();
             await served.close();
           } finally {
-            await unlock();
+            await locks.release();
           }
         })()),
     };
   } catch (e) {
-    await (exp ? exp.close() : chain.close()).catch(() => undefined);
-    await release?.().catch(() => undefined);
+    await (exp ? exp.close() : chain?.close())?.catch(() => undefined);
+    await locks.release().catch(() => undefined);
     throw e;
   }
 }

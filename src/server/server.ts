@@ -93,12 +93,7 @@ export class NbdServer {
       this.listening = { socket: where.socket, tls, uris: this.uris((name) => `nbd+unix:///${encodeURIComponent(name)}?socket=${encodeURIComponent(where.socket)}`) };
     } else {
       const host = where.host ?? '127.0.0.1';
-      if (!isLoopback(host)) {
-        if (!where.allowRemote) {
-          throw new DiskchainError('INVALID_ARGUMENT', `refusing to listen on ${host}: only loopback and unix sockets are served unless remote listening is allowed explicitly (and then TLS is required)`);
-        }
-        if (!tls) throw new DiskchainError('INVALID_ARGUMENT', `refusing to listen on ${host} without TLS: NBD has no authentication, so give a certificate and key`);
-      }
+      checkListenAddress(where, tls);
       await this.bind(() => this.server.listen({ host, port: where.port }));
       const port = (this.server.address() as { port: number }).port;
       const shown = isIP(host) === 6 ? `[${host}]` : host;
@@ -162,6 +157,20 @@ export class NbdServer {
     });
     this.runs.add(run);
   }
+}
+
+/**
+ * Refuses a TCP address other than loopback unless remote listening is allowed explicitly, and then
+ * unless TLS is configured: NBD has no authentication, so whoever reaches the port reads the disk.
+ */
+export function checkListenAddress(where: ListenOptions, tls: boolean): void {
+  if ('socket' in where) return;
+  const host = where.host ?? '127.0.0.1';
+  if (isLoopback(host)) return;
+  if (!where.allowRemote) {
+    throw new DiskchainError('INVALID_ARGUMENT', `refusing to listen on ${host}: only loopback and unix sockets are served unless remote listening is allowed explicitly (and then TLS is required)`);
+  }
+  if (!tls) throw new DiskchainError('INVALID_ARGUMENT', `refusing to listen on ${host} without TLS: NBD has no authentication, so give a certificate and key`);
 }
 
 /** 127.0.0.0/8, ::1 (also IPv4-mapped) and "localhost". Other names could resolve anywhere. */
