@@ -16,6 +16,10 @@ export type ErrorCode =
   | 'HAS_DEPENDENTS' // another disk depends on a file an operation would change or remove
   | 'JOURNAL_MISMATCH' // an operation journal describes a chain that has changed since
   | 'ABORTED'
+  | 'QEMU_FAILED' // QEMU did not start, or exited when it should not have (exit status, stderr in details)
+  | 'QMP_ERROR' // QEMU or its guest agent answered a command with an error (its class and desc in details)
+  | 'QMP_CLOSED' // the QMP or guest-agent connection closed (QEMU exited, or the socket was lost)
+  | 'TIMEOUT' // no answer within the time allowed
   | 'IO' // the operating system refused an operation
   | 'LOCKED'; // another process (diskchain or QEMU) or a pending merge holds a file; details: holder, heldBy
 

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import type { TestContext } from 'node:test';
 
 /** The independent readers we check ourselves against. */
-export type Oracle = 'qemu-img' | 'qemu-io' | 'qemu-system-x86_64' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools' | 'qemu-nbd' | 'nbdinfo' | 'nbdcopy' | 'openssl';
+export type Oracle = 'qemu-img' | 'qemu-io' | 'qemu-system-x86_64' | 'qemu-nbd' | 'nbdkit' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools' | 'nbdinfo' | 'nbdcopy' | 'openssl';
 
 const PY = '/usr/bin/python3';
 
@@ -12,6 +12,8 @@ function present(oracle: Oracle): boolean {
     case 'qemu-img':
     case 'qemu-io':
     case 'qemu-system-x86_64':
+    case 'qemu-nbd':
+    case 'nbdkit':
       return spawnSync(oracle, ['--version']).status === 0;
     case 'vhdiinfo':
       return spawnSync('vhdiinfo', ['-V']).status === 0;
@@ -21,7 +23,6 @@ function present(oracle: Oracle): boolean {
       return spawnSync('mkfs.fat', ['--help']).error === undefined;
     case 'mtools':
       return spawnSync('mdir', ['-V']).error === undefined;
-    case 'qemu-nbd':
     case 'nbdinfo':
     case 'nbdcopy':
     case 'openssl':
@@ -38,7 +39,7 @@ const cache = new Map<Oracle, boolean>();
 export function requireOracle(t: TestContext, oracle: Oracle): boolean {
   if (!cache.has(oracle)) cache.set(oracle, present(oracle));
   if (cache.get(oracle)) return true;
-  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils qemu-system-x86 libvhdi-utils python3-libvhdi dosfstools mtools libnbd-bin openssl)`;
+  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils qemu-system-x86 libvhdi-utils python3-libvhdi dosfstools mtools nbdkit lz4 libnbd-bin openssl)`;
   if (process.env.CI === 'true') throw new Error(`${msg}; CI must have it`);
   console.error(`SKIPPED LOUDLY: ${msg}`);
   t.skip(msg);
