@@ -12,7 +12,7 @@ import { openChain } from '../src/chain/open-chain.js';
 import { NbdClient } from './helpers/nbd-client.js';
 import { requireOracle } from './helpers/oracles.js';
 import { CLI, serveCli } from './helpers/serve-cli.js';
-import { makeCertificates } from './helpers/tls-certs.js';
+import { makeCertificates, makeClientCertificate } from './helpers/tls-certs.js';
 import { assertBytesEqual, MIB, randomBytesFrom, tempDir } from './helpers/vhdx-util.js';
 
 let dir: string;
@@ -96,10 +96,12 @@ test('--writable is refused on a disk another disk depends on (exit 4), and a mi
   assert.equal(missing.status, 5, missing.stderr);
 });
 
-test('--allow-remote with TLS listens on every address; clients still need TLS', async (t) => {
+test('--allow-remote with TLS listens on every address; clients still need TLS, and with --tls-client-ca a certificate from that CA', async (t) => {
   if (!requireOracle(t, 'openssl') || !requireOracle(t, 'nbdinfo')) return;
   const certs = makeCertificates(dir);
-  const served = await serveCli([base, '--bind', '0.0.0.0', '--port', '0', '--allow-remote', '--tls-cert', join(certs, 'server-cert.pem'), '--tls-key', join(certs, 'server-key.pem')]);
+  const clientCerts = makeClientCertificate(dir);
+  const tls = ['--tls-cert', join(certs, 'server-cert.pem'), '--tls-key', join(certs, 'server-key.pem')];
+  const served = await serveCli([base, '--bind', '0.0.0.0', '--port', '0', '--allow-remote', ...tls]);
   try {
     assert.equal(served.info.host, '0.0.0.0');
     const port = served.info.port!;
@@ -110,6 +112,18 @@ test('--allow-remote with TLS listens on every address; clients still need TLS',
   } finally {
     assert.equal(await served.stop(), 0, served.stderr());
   }
+  assert.match(served.stderr(), /warning: listening beyond loopback without --tls-client-ca/);
+  const strict = await serveCli([base, '--bind', '0.0.0.0', '--port', '0', '--allow-remote', ...tls, '--tls-client-ca', join(certs, 'ca-cert.pem')]);
+  try {
+    const port = strict.info.port!;
+    const anonymous = spawnSync('nbdinfo', ['--size', `nbds://127.0.0.1:${port}/base.vhdx?tls-certificates=${certs}`], { encoding: 'utf8' });
+    assert.notEqual(anonymous.status, 0, 'a client without a certificate is refused');
+    const known = spawnSync('nbdinfo', ['--size', `nbds://127.0.0.1:${port}/base.vhdx?tls-certificates=${clientCerts}`], { encoding: 'utf8' });
+    assert.equal(known.stdout.trim(), String(8 * MIB), known.stderr);
+  } finally {
+    assert.equal(await strict.stop(), 0, strict.stderr());
+  }
+  assert.doesNotMatch(strict.stderr(), /warning/);
 });
 
 test('served files stay locked: QEMU cannot write a served leaf nor its parents, a second writable serve is LOCKED; the locks go with the server', async (t) => {

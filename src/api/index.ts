@@ -41,7 +41,7 @@ export { hashChain } from '../ops/hash.js';
 export { resolveParent, type ParentSearchOptions, type ResolvedParent } from '../chain/resolve-parent.js';
 export type { ParentLinkUpdate } from '../formats/types.js';
 export { serve, NBD_PORT, type ServeHandle, type ServeOptions } from './serve.js';
-export { NbdServer, type ListenOptions, type NbdServerOptions, type ServerAddress } from '../server/server.js';
+export { NbdServer, type ListenOptions, type NbdServerOptions, type ServerAddress, type TlsOptions } from '../server/server.js';
 export { NbdExport, type ExportOptions } from '../server/export.js';
 export { ChainBackend, type AllocationExtent, type ExportBackend } from '../server/backend.js';
 export { SerialGate, type WriteGate } from '../server/write-gate.js';

@@ -6,7 +6,7 @@ import { refuseIfDependedOn } from '../ops/dependents.js';
 import { ChainBackend } from '../server/backend.js';
 import type { ServerLimits } from '../server/connection.js';
 import { NbdExport } from '../server/export.js';
-import { checkListenAddress, NbdServer, type ListenOptions, type ServerAddress } from '../server/server.js';
+import { checkListenAddress, NbdServer, type ListenOptions, type ServerAddress, type TlsOptions } from '../server/server.js';
 import { ServedLocks } from './serve-locks.js';
 
 export interface ServeOptions extends Pick<OpenChainOptions, 'searchPaths' | 'ignoreIdMismatch' | 'format'> {
@@ -17,8 +17,8 @@ export interface ServeOptions extends Pick<OpenChainOptions, 'searchPaths' | 'ig
   /** TCP address (default 127.0.0.1). Anything but loopback needs `allowRemote` and `tls`. */
   host?: string;
   allowRemote?: boolean;
-  /** PEM certificate and key: clients must then start TLS (NBD_OPT_STARTTLS). */
-  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** PEM certificate and key (and a CA clients' certificates must be signed by): clients must then start TLS (NBD_OPT_STARTTLS). */
+  tls?: TlsOptions;
   /** Serve the leaf writable (default read-only). Refused when another disk depends on the leaf. */
   writable?: boolean;
   /** The export's name (default: the disk's file name; the empty name also reaches it). */

@@ -13,6 +13,7 @@ interface ServeFlags {
   allowRemote?: boolean;
   tlsCert?: string;
   tlsKey?: string;
+  tlsClientCa?: string;
   writable?: boolean;
   exportName?: string;
   json?: boolean;
@@ -35,6 +36,7 @@ export function registerServeCommands(program: Command, run: Run): void {
     .option('--allow-remote', 'allow a --bind address other than loopback; TLS (--tls-cert, --tls-key) is then required, because NBD has no authentication')
     .option('--tls-cert <file>', 'PEM certificate: clients must start TLS before anything else')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option('--tls-client-ca <file>', 'PEM CA certificate: clients must present a certificate it signed (without it, TLS encrypts but does not say who may connect)')
     .option('--writable', 'let clients write into the leaf (refused when another disk depends on it)')
     .option('--export-name <name>', 'the export name (default: the disk\'s file name; the empty name also reaches it)')
     .option('--json', 'print one JSON line once listening')
@@ -46,6 +48,9 @@ export function registerServeCommands(program: Command, run: Run): void {
         // Many clients share this process: a slow device must not stall the others' reads (see FileWriteMode).
         setFileWriteMode('thread-pool');
         const handle = await serve(disk, await serveOptions(opts));
+        if (opts.allowRemote && !opts.tlsClientCa) {
+          process.stderr.write('diskchain serve: warning: listening beyond loopback without --tls-client-ca: TLS encrypts, but anyone who reaches the port can read the disk\n');
+        }
         const [exp] = handle.exports;
         const line = {
           disk,
@@ -72,6 +77,7 @@ export function registerServeCommands(program: Command, run: Run): void {
 
 async function serveOptions(opts: ServeFlags): Promise<ServeOptions> {
   if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new DiskchainError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
+  if (opts.tlsClientCa !== undefined && opts.tlsCert === undefined) throw new DiskchainError('INVALID_ARGUMENT', '--tls-client-ca needs --tls-cert and --tls-key');
   if (opts.socket !== undefined && (opts.port !== undefined || opts.bind !== undefined)) throw new DiskchainError('INVALID_ARGUMENT', '--socket excludes --port and --bind');
   const port = opts.port === undefined ? undefined : Number(opts.port);
   if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65535)) throw new DiskchainError('INVALID_ARGUMENT', `--port must be 0..65535, not ${opts.port}`);
@@ -87,7 +93,15 @@ async function serveOptions(opts: ServeFlags): Promise<ServeOptions> {
     ...(port !== undefined ? { port } : {}),
     ...(opts.bind !== undefined ? { host: opts.bind } : {}),
     allowRemote: opts.allowRemote ?? false,
-    ...(opts.tlsCert && opts.tlsKey ? { tls: { cert: await readPem(opts.tlsCert, 'certificate'), key: await readPem(opts.tlsKey, 'key') } } : {}),
+    ...(opts.tlsCert && opts.tlsKey
+      ? {
+          tls: {
+            cert: await readPem(opts.tlsCert, 'certificate'),
+            key: await readPem(opts.tlsKey, 'key'),
+            ...(opts.tlsClientCa ? { clientCa: await readPem(opts.tlsClientCa, 'client CA') } : {}),
+          },
+        }
+      : {}),
     writable: opts.writable ?? false,
     ...(opts.exportName !== undefined ? { exportName: opts.exportName } : {}),
     ...(opts.verbose ? { log: (m: string) => process.stderr.write(`diskchain serve: ${m}\n`) } : {}),

@@ -48,8 +48,11 @@ export interface ConnectionContext {
   /** The export a client names; "" is the default export when the server has exactly one. */
   findExport(name: string): NbdExport | undefined;
   listExports(): readonly NbdExport[];
-  /** Set: TLS is required before anything but NBD_OPT_STARTTLS and NBD_OPT_ABORT (FORCEDTLS). */
-  tls: SecureContext | undefined;
+  /**
+   * Set: TLS is required before anything but NBD_OPT_STARTTLS and NBD_OPT_ABORT (FORCEDTLS);
+   * `verifyClients`: a client must present a certificate the context's CA signed.
+   */
+  tls: { context: SecureContext; verifyClients: boolean } | undefined;
   limits: ServerLimits;
   log(message: string): void;
 }
@@ -159,10 +162,10 @@ export class NbdConnection {
 
   /** NBD_OPT_STARTTLS after its ACK has left: the socket is wrapped and the handshake continues inside TLS. */
   async startTls(): Promise<void> {
-    const context = this.ctx.tls;
-    if (!context) throw new Error('TLS is not configured');
+    const tls = this.ctx.tls;
+    if (!tls) throw new Error('TLS is not configured');
     if (this.reader.detach() > 0) throw new Error('the client sent data before the TLS handshake');
-    const secure = new TLSSocket(this.raw, { isServer: true, secureContext: context });
+    const secure = new TLSSocket(this.raw, { isServer: true, secureContext: tls.context, requestCert: tls.verifyClients, rejectUnauthorized: tls.verifyClients });
     await new Promise<void>((resolve, reject) => {
       secure.once('secure', resolve);
       secure.once('error', reject);

@@ -1,6 +1,6 @@
 import { chmod } from 'node:fs/promises';
 import { createServer, isIP, type Server, type Socket } from 'node:net';
-import { createSecureContext, type SecureContext } from 'node:tls';
+import { createSecureContext } from 'node:tls';
 import { DiskchainError } from '../io/errors.js';
 import { DEFAULT_LIMITS, NbdConnection, type ConnectionContext, type ServerLimits } from './connection.js';
 import type { NbdExport } from './export.js';
@@ -19,13 +19,23 @@ export interface ServerAddress {
 
 export interface NbdServerOptions {
   exports: NbdExport[];
-  /** PEM certificate (chain) and key: TLS becomes required on every connection (FORCEDTLS). */
-  tls?: { cert: string | Buffer; key: string | Buffer };
+  /**
+   * PEM certificate (chain) and key: TLS becomes required on every connection (FORCEDTLS). With
+   * `clientCa`, clients must also present a certificate that CA signed (otherwise TLS encrypts but
+   * anyone who reaches the server may connect).
+   */
+  tls?: TlsOptions;
   limits?: Partial<ServerLimits>;
   /** Connections beyond this are closed as they arrive. */
   maxConnections?: number;
   /** Connection-level events (violations, I/O errors); default: nothing. */
   log?: (message: string) => void;
+}
+
+export interface TlsOptions {
+  cert: string | Buffer;
+  key: string | Buffer;
+  clientCa?: string | Buffer;
 }
 
 const DEFAULT_MAX_CONNECTIONS = 32;
@@ -52,10 +62,11 @@ export class NbdServer {
       if (Buffer.byteLength(e.name) > 4096) throw new DiskchainError('INVALID_ARGUMENT', 'an export name is limited to 4096 bytes');
       names.add(e.name);
     }
-    let tls: SecureContext | undefined;
+    let tls: ConnectionContext['tls'];
     if (options.tls) {
       try {
-        tls = createSecureContext({ cert: options.tls.cert, key: options.tls.key, minVersion: 'TLSv1.2' });
+        const { cert, key, clientCa } = options.tls;
+        tls = { context: createSecureContext({ cert, key, ...(clientCa ? { ca: clientCa } : {}), minVersion: 'TLSv1.2' }), verifyClients: clientCa !== undefined };
       } catch (e) {
         throw new DiskchainError('INVALID_ARGUMENT', `the TLS certificate or key cannot be used: ${e instanceof Error ? e.message : String(e)}`);
       }
