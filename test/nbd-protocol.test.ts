@@ -228,3 +228,17 @@ test('handshake: every option is answered; unknown ones with NBD_REP_ERR_UNSUP, 
     await served.close();
   }
 });
+
+test('a client that half-closes after sending its requests still gets every reply', async () => {
+  const served = await serveChain(dir, vhdxChain[3]!);
+  try {
+    const c = await NbdClient.connect(served.socket);
+    const asked = [c.read(0, 4096), c.read(MIB, 65536), c.read(5 * MIB + 3, 1000)];
+    c.socket.end(); // FIN: nothing more will come from the client
+    const got = await Promise.all(asked);
+    assert.deepEqual(got.map((b) => b.length), [4096, 65536, 1000]);
+    await c.closed;
+  } finally {
+    await served.close();
+  }
+});
