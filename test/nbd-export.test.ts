@@ -9,9 +9,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createChild } from '../src/api/create.js';
 import { openChain } from '../src/chain/open-chain.js';
-import { DiskchainError } from '../src/io/errors.js';
-import type { ByteSource } from '../src/io/byte-source.js';
 import { ChainBackend, type ExportBackend } from '../src/server/backend.js';
+import { fullDiskAfter } from './helpers/full-disk.js';
 import { buildChain, restore } from './helpers/merge-chain.js';
 import { CMD, FLAG, NbdClient } from './helpers/nbd-client.js';
 import { serveChain } from './helpers/nbd-serve.js';
@@ -141,34 +140,12 @@ test('FUA and FLUSH: the disk is flushed before the reply', async () => {
   }
 });
 
-/** A file system with a room limit that can be raised ("space freed"). */
-function roomyFileSystem(room: { bytes: number }): (inner: ByteSource) => ByteSource {
-  return (inner) => {
-    let base: number | undefined;
-    const check = async (end: number): Promise<void> => {
-      base ??= await inner.size();
-      if (end > base + room.bytes) throw new DiskchainError('NO_SPACE', 'write failed: ENOSPC: no space left on device (injected)', { file: inner.name });
-    };
-    return {
-      name: inner.name,
-      readOnly: inner.readOnly,
-      size: () => inner.size(),
-      read: (t, o) => inner.read(t, o),
-      readAvailable: (t, o) => inner.readAvailable(t, o),
-      write: async (d, o) => (await check(o + d.length), inner.write(d, o)),
-      truncate: async (n) => (await check(n), inner.truncate(n)),
-      flush: () => inner.flush(),
-      close: () => inner.close(),
-    };
-  };
-}
-
 test('a full file system is NBD_ENOSPC (QEMU pauses the VM); once there is room the same write succeeds and the disk is whole', async () => {
   const parent = restore(pristine, join(dir, 'enospc'))[3]!;
   const leaf = join(dir, 'enospc', 'now.avhdx');
   await (await createChild(leaf, parent)).close(); // an empty leaf: every write allocates
   const room = { bytes: 0 };
-  const served = await serveChain(dir, leaf, { writable: true, wrapSource: roomyFileSystem(room) });
+  const served = await serveChain(dir, leaf, { writable: true, wrapSource: fullDiskAfter(room) });
   const data = randomBytesFrom(8, 2 * MIB);
   const at = 12 * MIB;
   try {
