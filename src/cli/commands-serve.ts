@@ -45,8 +45,11 @@ export function registerServeCommands(program: Command, run: Run): void {
     .option(...IGNORE_ID_OPTION)
     .action((disk: string, opts: ServeFlags) =>
       run(async () => {
-        // Many clients share this process: a slow device must not stall the others' reads (see FileWriteMode).
+        // Many clients share this process: a slow device must not stall the others' reads (see FileWriteMode),
+        // and requests in flight are read in parallel: libuv's 4 threads by default, 16 here (read when the
+        // pool starts, at the first file operation, which is after this line).
         setFileWriteMode('thread-pool');
+        process.env.UV_THREADPOOL_SIZE ??= '16';
         const handle = await serve(disk, await serveOptions(opts));
         if (opts.allowRemote && !opts.tlsClientCa) {
           process.stderr.write('diskchain serve: warning: listening beyond loopback without --tls-client-ca: TLS encrypts, but anyone who reaches the port can read the disk\n');
