@@ -128,6 +128,12 @@ export class NbdConnection {
     return { bytesHeld: this.budget.bytesHeld, requestsHeld: this.budget.requestsHeld, unread: this.reader.pending, unsent: this.socket.writableLength };
   }
 
+  /** Ends the session after answering what is in flight: no more requests are read (the client's log line says why). */
+  finishAfterReplies(reason: string): void {
+    this.ctx.log(`${this.id}: disconnecting: ${reason}`);
+    this.stop();
+  }
+
   /** A breach of the protocol: the session ends at once (a hard disconnect). */
   violation(reason: string): void {
     if (this.closed) return;
@@ -181,6 +187,9 @@ export class NbdConnection {
     if (this.closed) return;
     this.closed = true;
     this.socket.end();
+    // Whatever the client still sends is read and dropped, so its end of the stream is seen and the socket closes.
+    this.socket.on('data', () => undefined);
+    this.socket.resume();
     setTimeout(() => this.raw.destroy(), CLOSE_GRACE_MS).unref();
   }
 

@@ -162,10 +162,8 @@ export class NbdServer {
     const id = `connection ${this.nextId++}${socket.remoteAddress ? ` from ${socket.remoteAddress}` : ''}`;
     const conn = new NbdConnection(socket, this.ctx, id);
     this.connections.add(conn);
-    const run = conn.run().finally(() => {
-      this.connections.delete(conn);
-      this.runs.delete(run);
-    });
+    void conn.gone.then(() => this.connections.delete(conn));
+    const run = conn.run().finally(() => this.runs.delete(run));
     this.runs.add(run);
   }
 }

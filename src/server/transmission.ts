@@ -62,9 +62,9 @@ export async function transmit(conn: NbdConnection, s: Session): Promise<void> {
     if (r.type === NBD_CMD_DISC) return;
     if (r.type === NBD_CMD_WRITE) {
       if (r.length > conn.limits.maxPayload) {
-        // Its payload cannot be skipped without reading it: answer, then end the session.
+        // Its payload cannot be skipped without reading it: answer, then end the session (nothing of it is read).
         conn.send([reply(s, r, NBD_EOVERFLOW, `a write is limited to ${conn.limits.maxPayload} bytes`)]);
-        return conn.violation(`write of ${r.length} bytes`);
+        return conn.finishAfterReplies(`write of ${r.length} bytes`);
       }
       if (!(await conn.budget.acquire(r.length))) return;
       let payload: Buffer;
