@@ -12,13 +12,17 @@
  * bytes, no format work. Its ratio to qemu-img is what any Node program pays before doing anything.
  * Then the merge cases (bench/merge.ts): diskchain merge of a child holding BENCH_SIZE_MIB of changed
  * data into its parent, against qemu-img commit of the same qcow2 chain and against cp of the same bytes.
- * BENCH_DIRS (comma-separated) replaces the two places; BENCH_RUNS and BENCH_SIZE_MIB set the size.
+ * Then the NBD cases (bench/nbd.ts): diskchain serve against qemu-nbd on the same dynamic VHDX, with
+ * qemu-img convert and fio's random 4 KiB reads as the clients.
+ * BENCH_DIRS (comma-separated) replaces the two places; BENCH_RUNS and BENCH_SIZE_MIB set the size;
+ * BENCH_ONLY (convert, merge or nbd, comma-separated) runs some groups only.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, rmSync, statfsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { runMergeCases, type Measure } from './merge.js';
+import { runNbdCases } from './nbd.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 7);
 const SIZE_MIB = Number(process.env.BENCH_SIZE_MIB ?? 1024);
@@ -123,7 +127,10 @@ if (spawnSync('qemu-img', ['--version']).status !== 0) {
   process.exit(1);
 }
 
-function runIn(dir: string): void {
+const ONLY = process.env.BENCH_ONLY?.split(',');
+const wanted = (group: string): boolean => !ONLY || ONLY.includes(group);
+
+async function runIn(dir: string): Promise<void> {
   mkdirSync(dir, { recursive: true });
   const fs = statfsSync(dir);
   const free = fs.bavail * fs.bsize;
@@ -145,9 +152,10 @@ function runIn(dir: string): void {
     { name: 'raw -> dynamic VHD', output: join(dir, 'out.vhd'), diskchain: ['convert', raw, '-f', 'raw', '-O', 'vhd'], qemu: ['-f', 'raw', '-O', 'vpc', '-o', 'subformat=dynamic,force_size=on', raw], compareFormat: 'vpc' },
     { name: 'raw -> raw', output: join(dir, 'out3.raw'), diskchain: ['convert', raw, '-f', 'raw', '-O', 'raw'], qemu: ['-f', 'raw', '-O', 'raw', raw], compareFormat: 'raw', floor: [raw] },
   ];
-  for (const c of cases) runCase(c);
-  runMergeCases({ dir, cli: CLI, runs: RUNS, sizeMiB: SIZE_MIB, source: raw, keep: process.env.BENCH_KEEP === '1', measure, median });
+  if (wanted('convert')) for (const c of cases) runCase(c);
+  if (wanted('merge')) runMergeCases({ dir, cli: CLI, runs: RUNS, sizeMiB: SIZE_MIB, source: raw, keep: process.env.BENCH_KEEP === '1', measure, median });
+  if (wanted('nbd')) await runNbdCases({ dir, cli: CLI, runs: RUNS, sizeMiB: SIZE_MIB, vhdx, measure, median });
   if (process.env.BENCH_KEEP !== '1') rmSync(dir, { recursive: true, force: true });
 }
 
-for (const dir of DIRS) runIn(dir);
+for (const dir of DIRS) await runIn(dir);

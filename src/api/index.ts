@@ -70,3 +70,9 @@ export {
   type RecoveryReport,
   type Transaction,
 } from './vm.js';
+export { serve, NBD_PORT, type ServeHandle, type ServeOptions } from './serve.js';
+export { NbdServer, type ListenOptions, type NbdServerOptions, type ServerAddress, type TlsOptions } from '../server/server.js';
+export { NbdExport, type ExportOptions as NbdExportOptions } from '../server/export.js';
+export { ChainBackend, type AllocationExtent, type ExportBackend } from '../server/backend.js';
+export { SerialGate, type WriteGate } from '../server/write-gate.js';
+export type { ServerLimits } from '../server/connection.js';

@@ -1,6 +1,7 @@
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
 import type { VirtualDisk } from '../formats/types.js';
 import type { LocateAttempt } from './locate.js';
+import { writeZeroes, type WriteZeroesOptions } from './write-zeroes.js';
 
 export interface ChainLink {
   parentPath: string;
@@ -39,11 +40,22 @@ export class DiskChain {
     return this.leaf.logicalSectorSize;
   }
 
+  /** The states of [offset, offset+length), which need not be sector aligned (layers are asked whole sectors). */
   async map(offset: number, length: number): Promise<ChainExtent[]> {
     this.checkRange(offset, length);
+    const sector = this.logicalSectorSize;
+    const start = Math.floor(offset / sector) * sector;
+    const end = Math.min(this.virtualSize, Math.ceil((offset + length) / sector) * sector);
     const out: ChainExtent[] = [];
-    await this.mapLayer(0, offset, length, out);
-    return out;
+    await this.mapLayer(0, start, end - start, out);
+    const first = out[0];
+    if (first && start < offset) {
+      first.length -= offset - start;
+      first.offset = offset;
+    }
+    const last = out[out.length - 1];
+    if (last && end > offset + length) last.length -= end - (offset + length);
+    return out.filter((e) => e.length > 0);
   }
 
   /** The map of the whole disk, walked a gigabyte at a time. */
@@ -76,10 +88,16 @@ export class DiskChain {
     if (within < length) push({ offset: offset + within, length: length - within, state: 'absent' });
   }
 
-  /** Reads the composed disk. */
+  /** Reads the composed disk; a range that is not sector aligned is read whole sectors, then cut. */
   async read(target: Uint8Array, offset: number): Promise<void> {
     this.checkRange(offset, target.length);
-    await this.readLayer(0, target, offset);
+    const sector = this.logicalSectorSize;
+    const start = Math.floor(offset / sector) * sector;
+    const end = Math.min(this.virtualSize, Math.ceil((offset + target.length) / sector) * sector);
+    if (start === offset && end === offset + target.length) return this.readLayer(0, target, offset);
+    const whole = new Uint8Array(end - start);
+    await this.readLayer(0, whole, start);
+    target.set(whole.subarray(offset - start, offset - start + target.length));
   }
 
   private async readLayer(i: number, target: Uint8Array, offset: number): Promise<void> {
@@ -88,6 +106,8 @@ export class DiskChain {
     const within = Math.max(0, Math.min(target.length, layer.virtualSize - offset));
     target.fill(0, within);
     if (within === 0) return;
+    // The base has no parent to fall through to: its own read (transparent reads zeros) is the answer.
+    if (i === this.layers.length - 1) return layer.read(target.subarray(0, within), offset);
     for (const e of await layer.map(offset, within)) {
       const part = target.subarray(e.offset - offset, e.offset - offset + e.length);
       if (e.state === 'data') await layer.read(part, e.offset);
@@ -116,6 +136,11 @@ export class DiskChain {
     merged.set(tail, merged.length - sector);
     merged.set(data, offset - start);
     await this.leaf.write(merged, start);
+  }
+
+  /** Makes a range read as zeros, writing as little as the formats allow (see write-zeroes.ts). */
+  writeZeroes(offset: number, length: number, options?: WriteZeroesOptions): Promise<void> {
+    return writeZeroes(this, offset, length, options);
   }
 
   async flush(): Promise<void> {

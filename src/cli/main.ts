@@ -8,6 +8,7 @@ import { registerMergeCommands } from './commands-merge.js';
 import { registerScanCommands } from './commands-scan.js';
 import { registerVmCommands } from './commands-vm.js';
 import { registerCheckpointCommands } from './commands-checkpoint.js';
+import { registerServeCommands } from './commands-serve.js';
 import { setFileWriteMode } from '../api/index.js';
 import { EXIT, EXIT_CODES_HELP, reportError } from './output.js';
 
@@ -39,6 +40,7 @@ registerScanCommands(program, run);
 registerVmCommands(program, run);
 registerCheckpointCommands(program, run);
 registerConsoleCommands(program, run);
+registerServeCommands(program, run);
 
 // No top-level await: the bin is bundled as CommonJS, which starts faster than an ES module.
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -72,6 +72,14 @@ export interface VirtualDisk {
    * identity it expects), crash-safe (VHDX through the log, §2.3). Used by reparent, merge and rebase.
    */
   setParent?(link: ParentLinkUpdate): Promise<void>;
+  /**
+   * Optional: makes whole blocks that hold no data in this file read as zeros, hiding the parent,
+   * without allocating anything (VHDX: PAYLOAD_BLOCK_ZERO, MS-VHDX §2.5.1.1). `offset` is a multiple of
+   * `blockSize`, and so is `length` unless the range ends at `virtualSize`. Blocks that hold data are
+   * left as they are (the caller writes zeros into them). Returns false, having changed nothing, when
+   * this disk may not change block states (a fixed VHDX). Durable at the next flush, like a write.
+   */
+  zeroBlocks?(offset: number, length: number): Promise<boolean>;
 }
 
 /** What `setParent` writes: the new parent's identity and where to find it. */

@@ -1,13 +1,16 @@
-/** A ByteSource wrapper that behaves like a file system with `room` bytes left: writes that would grow the file past it fail with NO_SPACE. */
+/**
+ * A ByteSource wrapper that behaves like a file system with `room` bytes left: writes that would grow
+ * the file past it fail with NO_SPACE. Given an object, its `bytes` may be raised later ("space freed").
+ */
 import type { ByteSource } from '../../src/io/byte-source.js';
 import { DiskchainError } from '../../src/io/errors.js';
 
-export function fullDiskAfter(room: number): (inner: ByteSource) => ByteSource {
+export function fullDiskAfter(room: number | { bytes: number }): (inner: ByteSource) => ByteSource {
   return (inner) => {
-    let limit: number | undefined;
+    let base: number | undefined;
     const check = async (offset: number, length: number): Promise<void> => {
-      limit ??= (await inner.size()) + room;
-      if (offset + length > limit) throw new DiskchainError('NO_SPACE', 'write failed: ENOSPC: no space left on device (injected)', { file: inner.name, offset });
+      base ??= await inner.size();
+      if (offset + length > base + (typeof room === 'number' ? room : room.bytes)) throw new DiskchainError('NO_SPACE', 'write failed: ENOSPC: no space left on device (injected)', { file: inner.name, offset });
     };
     return {
       name: inner.name,

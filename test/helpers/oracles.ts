@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import type { TestContext } from 'node:test';
 
 /** The independent readers we check ourselves against. */
-export type Oracle = 'qemu-img' | 'qemu-io' | 'qemu-system-x86_64' | 'qemu-nbd' | 'nbdkit' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools' | 'chromium';
+export type Oracle = 'qemu-img' | 'qemu-io' | 'qemu-system-x86_64' | 'qemu-nbd' | 'nbdkit' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools' | 'nbdinfo' | 'nbdcopy' | 'openssl' | 'chromium';
 
 const PY = '/usr/bin/python3';
 /** Debian's chromium, driven by playwright-core (playwright's own browser download is not available). */
@@ -27,6 +27,10 @@ function present(oracle: Oracle): boolean {
       return spawnSync('mdir', ['-V']).error === undefined;
     case 'chromium':
       return spawnSync(CHROMIUM, ['--version']).status === 0;
+    case 'nbdinfo':
+    case 'nbdcopy':
+    case 'openssl':
+      return spawnSync(oracle, ['--version']).status === 0 || spawnSync(oracle, ['version']).status === 0;
   }
 }
 
@@ -39,7 +43,7 @@ const cache = new Map<Oracle, boolean>();
 export function requireOracle(t: TestContext, oracle: Oracle): boolean {
   if (!cache.has(oracle)) cache.set(oracle, present(oracle));
   if (cache.get(oracle)) return true;
-  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils qemu-system-x86 libvhdi-utils python3-libvhdi dosfstools mtools nbdkit lz4 chromium)`;
+  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils qemu-system-x86 libvhdi-utils python3-libvhdi dosfstools mtools nbdkit lz4 libnbd-bin openssl chromium)`;
   if (process.env.CI === 'true') throw new Error(`${msg}; CI must have it`);
   console.error(`SKIPPED LOUDLY: ${msg}`);
   t.skip(msg);
@@ -57,12 +61,8 @@ export function pyvhdiRefuses(child: string, parent: string): boolean {
   return r.status !== 0 && /mismatch/.test(r.stderr);
 }
 
-/**
- * SHA-256 of the whole virtual disk as pyvhdi reads it. `parents` lists the chain above `path`,
- * nearest parent first; each is opened and linked with set_parent.
- */
-export function pyvhdiSha256(path: string, parents: string[] = []): string {
-  const script = `
+/** Python that opens argv[1:] with pyvhdi as a chain (each file's parent next) and names the top `top`. */
+const PYVHDI_CHAIN = `
 import sys, hashlib, pyvhdi
 paths = sys.argv[1:]
 files = []
@@ -71,16 +71,36 @@ for p in paths:
 for i in range(len(files) - 1):
     files[i].set_parent(files[i + 1])
 top = files[0]
-h = hashlib.sha256(); size = top.get_media_size(); off = 0
-while off < size:
-    n = min(4 << 20, size - off)
-    top.seek_offset(off, 0)
-    data = top.read_buffer(n)
-    if len(data) != n: raise SystemExit('short read at %d' % off)
-    h.update(data); off += n
+size = top.get_media_size()
+def chunks():
+    off = 0
+    while off < size:
+        n = min(4 << 20, size - off)
+        top.seek_offset(off, 0)
+        data = top.read_buffer(n)
+        if len(data) != n: raise SystemExit('short read at %d' % off)
+        yield data; off += n
+`;
+
+/**
+ * SHA-256 of the whole virtual disk as pyvhdi reads it. `parents` lists the chain above `path`,
+ * nearest parent first; each is opened and linked with set_parent.
+ */
+export function pyvhdiSha256(path: string, parents: string[] = []): string {
+  const script = `${PYVHDI_CHAIN}
+h = hashlib.sha256()
+for data in chunks(): h.update(data)
 print(h.hexdigest())
 `;
   return execFileSync(PY, ['-c', script, path, ...parents], { encoding: 'utf8' }).trim();
+}
+
+/** The whole virtual disk as pyvhdi reads it (small disks: it passes through memory). */
+export function pyvhdiBytes(path: string, parents: string[] = []): Uint8Array {
+  const script = `${PYVHDI_CHAIN}
+for data in chunks(): sys.stdout.buffer.write(data)
+`;
+  return new Uint8Array(execFileSync(PY, ['-c', script, path, ...parents], { maxBuffer: 1024 * 1024 * 1024 }));
 }
 
 export const FIXTURES = new URL('../../../../shared/fixtures/real/', import.meta.url).pathname;

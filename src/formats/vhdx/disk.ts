@@ -10,6 +10,7 @@ import {
   PAYLOAD_BLOCK_FULLY_PRESENT,
   PAYLOAD_BLOCK_NOT_PRESENT,
   PAYLOAD_BLOCK_PARTIALLY_PRESENT,
+  PAYLOAD_BLOCK_ZERO,
   PAYLOAD_STATE_NAMES,
   SB_BLOCK_NOT_PRESENT,
   SB_BLOCK_PRESENT,
@@ -233,12 +234,50 @@ export class VhdxDisk implements VirtualDisk {
         await this.writeInBlock(block, pos - blockStart, data.subarray(pos - offset, pieceEnd - offset));
         pos = pieceEnd;
       }
+    } catch (e) {
+      // Each block's data lands before its BAT entry changes, so a full file system (the data write or
+      // the file's extension failing) leaves the mapping as it was: the write may be retried once there
+      // is room (QEMU pauses the VM on ENOSPC and retries on resume). Anything else poisons the disk.
       this.dataDirty = true;
+      if (!(e instanceof DiskchainError && e.code === 'NO_SPACE')) this.failure ??= e;
+      throw e;
+    }
+    this.dataDirty = true;
+    try {
       if (this.cache.dirtyCount >= MAX_DIRTY_PAGES) await this.commitMetadata();
     } catch (e) {
       this.failure ??= e;
       throw e;
     }
+  }
+
+  /** §2.5.1.1 Blocks this file does not hold (NOT_PRESENT, UNDEFINED, UNMAPPED) become PAYLOAD_BLOCK_ZERO. */
+  async zeroBlocks(offset: number, length: number): Promise<boolean> {
+    this.assertUsable();
+    if (this.readOnly) throw new DiskchainError('READ_ONLY', 'disk is open read-only', { file: this.path });
+    this.checkRange(offset, length);
+    const bs = this.blockSize;
+    if (offset % bs !== 0 || (length % bs !== 0 && offset + length !== this.virtualSize)) {
+      throw new DiskchainError('INVALID_ARGUMENT', `zeroBlocks takes whole ${bs}-byte blocks`, { file: this.path, offset });
+    }
+    // A fixed VHDX keeps every block allocated (File Parameters LeaveBlockAllocated, §2.6.2.1).
+    if (this.layout.fileParameters.leaveBlockAllocated) return false;
+    const first = offset / bs;
+    const end = Math.ceil((offset + length) / bs);
+    try {
+      for (let block = first; block < end; block++) {
+        const { state } = await this.payloadEntry(block);
+        if (state === PAYLOAD_BLOCK_ZERO || state === PAYLOAD_BLOCK_FULLY_PRESENT || state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) continue;
+        await this.beginModification(true);
+        await this.setPayloadEntry(block, { state: PAYLOAD_BLOCK_ZERO, fileOffset: 0 });
+        this.dataDirty = true;
+      }
+      if (this.cache.dirtyCount >= MAX_DIRTY_PAGES) await this.commitMetadata();
+    } catch (e) {
+      this.failure ??= e;
+      throw e;
+    }
+    return true;
   }
 
   private async writeInBlock(block: number, inBlock: number, piece: Uint8Array): Promise<void> {
@@ -291,9 +330,9 @@ export class VhdxDisk implements VirtualDisk {
 
   private async allocate(bytes: number): Promise<number> {
     const at = this.allocationCursor;
-    this.allocationCursor += alignUp(bytes, MIB);
-    await this.source.truncate(this.allocationCursor);
-    this.fileEnd = this.allocationCursor;
+    const end = at + alignUp(bytes, MIB);
+    await this.source.truncate(end);
+    this.allocationCursor = this.fileEnd = end;
     return at;
   }
 
