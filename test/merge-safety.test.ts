@@ -15,6 +15,7 @@ import { reparent } from '../src/ops/reparent.js';
 import { measureChain } from '../src/ops/measure.js';
 import { buildChain, chainHash, restore } from './helpers/merge-chain.js';
 import { fullDiskAfter } from './helpers/full-disk.js';
+import { writeWithoutLocks } from './helpers/foreign-write.js';
 import { MIB, fileSha256, randomBytesFrom, tempDir } from './helpers/vhdx-util.js';
 
 async function rejectsWith(p: Promise<unknown>, code: string, pattern: RegExp): Promise<void> {
@@ -60,10 +61,10 @@ for (const format of ['vhdx', 'vhd'] as const) {
     try {
       const [, c1, c2] = await buildChain(join(dir, 'w'), format, 12);
       await rejectsWith(merge(c2!, { wrapTargetSource: fullDiskAfter(0), checkpointBytes: MIB }), 'NO_SPACE', /no space/);
-      // Someone writes into the child while the merge is interrupted: its identity changes (VHDX) or its content does.
-      const d = await openDisk(c2!, { writable: true });
-      await d.write(randomBytesFrom(5, 4096), 0);
-      await d.close();
+      // The pending journal reserves the child: a writable open is refused, saying what to run.
+      await rejectsWith(openDisk(c2!, { writable: true }), 'LOCKED', /merge of .*c2\.a.* is pending.*diskchain merge .*c2.*--abandon/);
+      // A writer that takes no lock writes into the child anyway: its identity changes (VHDX) or its content does.
+      await writeWithoutLocks(c2!, randomBytesFrom(5, 4096), 0);
       if (format === 'vhdx') {
         const before = shas([c1!, c2!]);
         await rejectsWith(merge(c2!), 'JOURNAL_MISMATCH', /has changed/);

@@ -1,4 +1,5 @@
 import { FileSource } from '../io/file-source.js';
+import { lockFile } from '../io/lock.js';
 import { isDiskchainError } from '../io/errors.js';
 import { detectFormat } from '../formats/registry.js';
 import type { Finding } from '../formats/types.js';
@@ -13,8 +14,21 @@ export interface CheckReport {
   clean: boolean;
 }
 
-/** Structural validation of one file, plus the state of its parent link. Never writes. */
-export async function checkDisk(path: string): Promise<CheckReport> {
+/**
+ * Structural validation of one file, plus the state of its parent link. Never writes. Holds a read
+ * lock on the file throughout unless `forceShare` (a file being written would be checked torn).
+ */
+export async function checkDisk(path: string, options: { forceShare?: boolean } = {}): Promise<CheckReport> {
+  const forceShare = options.forceShare ?? false;
+  const lock = forceShare ? undefined : await lockFile(path, 'read');
+  try {
+    return await checkLocked(path, forceShare);
+  } finally {
+    await lock?.release();
+  }
+}
+
+async function checkLocked(path: string, forceShare: boolean): Promise<CheckReport> {
   const source = await FileSource.open(path);
   let format: string | null = null;
   const findings: Finding[] = [];
@@ -30,8 +44,8 @@ export async function checkDisk(path: string): Promise<CheckReport> {
   }
   if (format && !findings.some((f) => f.severity === 'error')) {
     try {
-      const disk = await openDisk(path);
-      const parent = await parentInfo(disk).finally(() => disk.close());
+      const disk = await openDisk(path, { forceShare });
+      const parent = await parentInfo(disk, forceShare).finally(() => disk.close());
       if (parent && parent.found === null) {
         findings.push({ severity: 'warning', code: 'PARENT_NOT_FOUND', message: `parent not found (tried ${parent.attempts.map((a) => a.tried).join(', ')})`, file: path });
       } else if (parent && parent.identityMatches === false) {

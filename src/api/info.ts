@@ -34,8 +34,11 @@ export interface DiskInfo {
   details: Record<string, unknown>;
 }
 
-/** Facts about one disk file, and whether its parent can be found. Opens everything read-only. */
-export async function inspect(path: string, options: { format?: 'raw' } = {}): Promise<DiskInfo> {
+/**
+ * Facts about one disk file, and whether its parent can be found. Opens everything read-only, under
+ * read locks unless `forceShare` (docs/locking.md).
+ */
+export async function inspect(path: string, options: { format?: 'raw'; forceShare?: boolean } = {}): Promise<DiskInfo> {
   const disk = await openDisk(path, options);
   try {
     return {
@@ -49,7 +52,7 @@ export async function inspect(path: string, options: { format?: 'raw' } = {}): P
       fileSize: await disk.fileSize(),
       allocatedBytes: await disk.allocatedBytes(),
       identity: disk.format === 'raw' ? null : disk.identity(),
-      parent: await parentInfo(disk),
+      parent: await parentInfo(disk, options.forceShare ?? false),
       details: disk.details(),
     };
   } finally {
@@ -58,7 +61,7 @@ export async function inspect(path: string, options: { format?: 'raw' } = {}): P
 }
 
 /** Where a disk's parent is and whether it carries the identity the disk recorded (null: no parent). */
-export async function parentInfo(disk: VirtualDisk): Promise<ParentInfo | null> {
+export async function parentInfo(disk: VirtualDisk, forceShare = false): Promise<ParentInfo | null> {
   const ref = disk.parent;
   if (!ref) return null;
   const base = { locators: ref.locators, expected: ref.expected };
@@ -67,7 +70,7 @@ export async function parentInfo(disk: VirtualDisk): Promise<ParentInfo | null> 
     let matches: boolean | null = null;
     let matchedBy: 'primary' | 'alternate' | null = null;
     try {
-      const parent = await openDisk(path);
+      const parent = await openDisk(path, { forceShare });
       try {
         matchedBy = identityMatchedBy(ref, parent.identity());
         matches = matchedBy !== null;
@@ -75,6 +78,7 @@ export async function parentInfo(disk: VirtualDisk): Promise<ParentInfo | null> 
         await parent.close();
       }
     } catch (e) {
+      // A parent another process holds is a fact to report, not a reason to fail: its identity is unknown.
       if (!isDiskchainError(e)) throw e;
     }
     return { ...base, found: path, identityMatches: matches, matchedBy, attempts };

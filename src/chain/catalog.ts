@@ -173,7 +173,7 @@ function uniqueByRealPath(found: Found[]): Found[] {
 async function catalogFile(file: Found): Promise<CatalogEntry | CatalogProblem | null> {
   let disk: VirtualDisk;
   try {
-    disk = await openDisk(file.path);
+    disk = await openDisk(file.path, { forceShare: true });
   } catch (e) {
     return isDiskchainError(e) && e.code === 'UNKNOWN_FORMAT' ? null : problemOf(file.path, e);
   }

@@ -55,6 +55,7 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
         ...(allowedFolders ? { allowedFolders } : {}),
         ignoreIdMismatch: options.ignoreIdMismatch ?? false,
         chainRealPaths: seen,
+        ...(options.forceShare ? { forceShare: true } : {}),
       });
       const parent = found.disk;
       layers.push(parent);

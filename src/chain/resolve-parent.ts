@@ -16,6 +16,8 @@ export interface ParentSearchOptions {
   ignoreIdMismatch?: boolean;
   /** Real paths already in the chain: finding one of them again is a cycle. */
   chainRealPaths?: Set<string>;
+  /** Open candidates without taking or checking locks (OpenDiskOptions.forceShare). */
+  forceShare?: boolean;
 }
 
 export interface ResolvedParent {
@@ -43,6 +45,8 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
   const attempts: LocateAttempt[] = [];
   const mismatched: Array<{ disk: VirtualDisk; path: string; realPath: string }> = [];
   const tried = new Set<string>();
+  // A candidate another process holds: said only if no parent is found elsewhere.
+  let locked: DiskchainError | undefined;
   // The allowed folders after symlinks, resolved once (a folder that does not exist allows nothing).
   const allowedRoots = options.allowedFolders && (await Promise.all(options.allowedFolders.map((f) => realpath(f).catch(() => undefined)))).filter((r) => r !== undefined);
   const closeAll = async (keep?: VirtualDisk): Promise<void> => {
@@ -70,9 +74,10 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
     if (allowedRoots && !isInside(real, allowedRoots)) return note('outside the allowed folders', real);
     let disk: VirtualDisk;
     try {
-      disk = await openDisk(path);
+      disk = await openDisk(path, options.forceShare ? { forceShare: true } : {});
     } catch (e) {
       if (!isDiskchainError(e)) throw e;
+      if (e.code === 'LOCKED') locked ??= e;
       return note('unreadable', `${e.code}: ${e.message}`);
     }
     if (disk.format !== child.format) {
@@ -106,6 +111,7 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
     return { disk: first.disk, path: first.path, realPath: first.realPath, attempts, identityMatches: false, foundBy: 'path' };
   }
   await closeAll();
+  if (locked) throw locked;
   const expected = describeIdentity(ref.expected);
   const tail = `expected ${expected}; tried ${describeAttempts(attempts)}`;
   if (first) {

@@ -109,7 +109,7 @@ async function inspect(vm: VmFolder, signal?: AbortSignal): Promise<VmFinding[]>
       if (!covered) findings.push({ severity: 'warning', code: 'MERGE_JOURNAL', message: `${rel} is a merge journal no VM operation owns`, file: abs, plan: { repair: false, steps: ['a merge was started by hand: finish it with diskchain merge, or inspect it'] } });
       continue;
     }
-    const disk = await openDisk(abs).catch(() => undefined);
+    const disk = await openDisk(abs, { forceShare: true }).catch(() => undefined);
     if (disk) {
       const kind = disk.parent ? 'a differencing layer' : `a ${disk.diskType} disk`;
       await disk.close();

@@ -102,7 +102,7 @@ export async function describeVm(vm: VmFolder, options: DescribeOptions = {}): P
   for (const d of m.disks) {
     const leaf = nodeById(m, m.now.disks[d.id]!);
     let virtualSize: number | null = null;
-    const disk = await openDisk(vm.path(leaf.file), d.format === 'raw' ? { format: 'raw' } : {}).catch(() => undefined);
+    const disk = await openDisk(vm.path(leaf.file), { forceShare: true, ...(d.format === 'raw' ? { format: 'raw' as const } : {}) }).catch(() => undefined);
     if (disk) {
       virtualSize = disk.virtualSize;
       await disk.close();

@@ -4,6 +4,7 @@ import { compareChains } from '../ops/compare.js';
 import { IGNORE_ID_OPTION, SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
 import { EXIT, interruptSignal, printJson, progressBar, type Run } from './output.js';
 import { formatBytes } from './sizes.js';
+import { FORCE_SHARE_OPTION, forceShareOptions } from './force-share.js';
 
 
 export function registerChainCommands(program: Command, run: Run): void {
@@ -14,9 +15,10 @@ export function registerChainCommands(program: Command, run: Run): void {
     .option('--json', 'print JSON')
     .option(...SEARCH_PATH_OPTION)
     .option(...IGNORE_ID_OPTION)
-    .action((disk: string, opts: { json?: boolean; searchPath?: string[]; ignoreIdMismatch?: boolean }) =>
+    .option(...FORCE_SHARE_OPTION)
+    .action((disk: string, opts: { json?: boolean; searchPath?: string[]; ignoreIdMismatch?: boolean; forceShare?: boolean }) =>
       run(() =>
-        withChain(disk, searchPathOptions(opts), async (chain) => {
+        withChain(disk, { ...searchPathOptions(opts), ...forceShareOptions(opts) }, async (chain) => {
           const layers = [];
           for (const [i, layer] of chain.layers.entries()) {
             layers.push({
@@ -47,9 +49,10 @@ export function registerChainCommands(program: Command, run: Run): void {
     .option('--json', 'print JSON')
     .option(...SEARCH_PATH_OPTION)
     .option(...IGNORE_ID_OPTION)
-    .action((disk: string, opts: { json?: boolean; searchPath?: string[]; ignoreIdMismatch?: boolean }) =>
+    .option(...FORCE_SHARE_OPTION)
+    .action((disk: string, opts: { json?: boolean; searchPath?: string[]; ignoreIdMismatch?: boolean; forceShare?: boolean }) =>
       run(() =>
-        withChain(disk, searchPathOptions(opts), async (chain) => {
+        withChain(disk, { ...searchPathOptions(opts), ...forceShareOptions(opts) }, async (chain) => {
           const withPaths = (await chain.mapAll()).map((e) => ({ ...e, file: e.layer !== undefined ? chain.layers[e.layer]!.path : null }));
           if (opts.json) printJson({ extents: withPaths });
           else for (const e of withPaths) process.stdout.write(`${String(e.offset).padStart(16)} ${String(e.length).padStart(16)}  ${e.state.padEnd(6)} ${e.file ?? ''}\n`);
@@ -63,10 +66,12 @@ export function registerChainCommands(program: Command, run: Run): void {
     .argument('<a>')
     .argument('<b>')
     .option('--json', 'print JSON')
-    .action((a: string, b: string, opts: { json?: boolean }) =>
-      run(() =>
-        withChain(a, {}, (ca) =>
-          withChain(b, {}, async (cb) => {
+    .option(...FORCE_SHARE_OPTION)
+    .action((a: string, b: string, opts: { json?: boolean; forceShare?: boolean }) =>
+      run(() => {
+        const share = forceShareOptions(opts);
+        return withChain(a, share, (ca) =>
+          withChain(b, share, async (cb) => {
             const bar = progressBar('compare');
             try {
               const result = await compareChains(ca, cb, { signal: interruptSignal(), onProgress: bar.onProgress });
@@ -78,6 +83,7 @@ export function registerChainCommands(program: Command, run: Run): void {
               bar.stop();
             }
           }),
-        ), opts.json ?? false),
+        );
+      }, opts.json ?? false),
     );
 }

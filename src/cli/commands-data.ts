@@ -8,6 +8,7 @@ import { DiskchainError } from '../io/errors.js';
 import type { FormatName } from '../formats/types.js';
 import { EXIT, interruptSignal, printJson, progressBar, type Run } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
+import { FORCE_SHARE_OPTION, forceShareOptions } from './force-share.js';
 
 const CHUNK = 4 * 1024 * 1024;
 
@@ -57,9 +58,10 @@ export function registerDataCommands(program: Command, run: Run): void {
     .option('-o, --output <file>', 'write here instead of stdout')
     .option(...SEARCH_PATH_OPTION)
     .option(...IGNORE_ID_OPTION)
-    .action((disk: string, opts: { offset: string; length?: string; output?: string; searchPath?: string[]; ignoreIdMismatch?: boolean }) =>
+    .option(...FORCE_SHARE_OPTION)
+    .action((disk: string, opts: { offset: string; length?: string; output?: string; searchPath?: string[]; ignoreIdMismatch?: boolean; forceShare?: boolean }) =>
       run(() =>
-        withChain(disk, searchPathOptions(opts), async (chain) => {
+        withChain(disk, { ...searchPathOptions(opts), ...forceShareOptions(opts) }, async (chain) => {
           const offset = parseSize(opts.offset, 'offset');
           const length = opts.length !== undefined ? parseSize(opts.length, 'length') : chain.virtualSize - offset;
           if (offset + length > chain.virtualSize || length < 0) throw new DiskchainError('OUT_OF_RANGE', `range ${offset}+${length} is outside the virtual disk (${chain.virtualSize} bytes)`, { file: disk });

@@ -4,6 +4,7 @@ import { createChild, createDisk } from '../api/create.js';
 import { inspect, type DiskInfo, type ParentInfo } from '../api/info.js';
 import { DiskchainError } from '../io/errors.js';
 import { EXIT, printJson, type Run } from './output.js';
+import { FORCE_SHARE_OPTION, forceShareOptions } from './force-share.js';
 import { formatBytes, parseSize } from './sizes.js';
 
 
@@ -14,9 +15,10 @@ export function registerDiskCommands(program: Command, run: Run): void {
     .argument('<disk>', 'a VHDX/AVHDX or VHD/AVHD file (found by content, not by name)')
     .option('--json', 'print JSON')
     .option('--raw', 'treat the file as a raw image')
-    .action((disk: string, opts: { json?: boolean; raw?: boolean }) =>
+    .option(...FORCE_SHARE_OPTION)
+    .action((disk: string, opts: { json?: boolean; raw?: boolean; forceShare?: boolean }) =>
       run(async () => {
-        const info = await inspect(disk, opts.raw ? { format: 'raw' } : {});
+        const info = await inspect(disk, { ...(opts.raw ? { format: 'raw' as const } : {}), ...forceShareOptions(opts) });
         if (opts.json) printJson(info);
         else printInfo(info);
         return EXIT.ok;
@@ -67,9 +69,10 @@ export function registerDiskCommands(program: Command, run: Run): void {
     .description('validate a disk file\'s structure and its parent link; never writes')
     .argument('<disk>')
     .option('--json', 'print JSON')
-    .action((disk: string, opts: { json?: boolean }) =>
+    .option(...FORCE_SHARE_OPTION)
+    .action((disk: string, opts: { json?: boolean; forceShare?: boolean }) =>
       run(async () => {
-        const report = await checkDisk(disk);
+        const report = await checkDisk(disk, forceShareOptions(opts));
         if (opts.json) printJson(report);
         else {
           for (const f of report.findings) {

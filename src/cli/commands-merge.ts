@@ -7,6 +7,7 @@ import { reparent } from '../ops/reparent.js';
 import { EXIT, interruptSignal, printJson, progressBar, type Run } from './output.js';
 import { SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
 import { formatBytes } from './sizes.js';
+import { FORCE_SHARE_OPTION, forceShareOptions } from './force-share.js';
 export function registerMergeCommands(program: Command, run: Run): void {
   program
     .command('merge')
@@ -100,10 +101,11 @@ export function registerMergeCommands(program: Command, run: Run): void {
     .description('the space a merge, rebase or convert of this disk needs, against the free space (read-only)')
     .argument('<disk>')
     .option(...SEARCH_PATH_OPTION)
+    .option(...FORCE_SHARE_OPTION)
     .option('--json', 'print JSON')
-    .action((disk: string, opts: { searchPath?: string[]; json?: boolean }) =>
+    .action((disk: string, opts: { searchPath?: string[]; json?: boolean; forceShare?: boolean }) =>
       run(() =>
-        withChain(disk, searchPathOptions(opts), async (chain) => {
+        withChain(disk, { ...searchPathOptions(opts), ...forceShareOptions(opts) }, async (chain) => {
           const m = await measureChain(chain);
           if (opts.json) printJson(m);
           else {

@@ -10,10 +10,13 @@ import { registerVmCommands } from './commands-vm.js';
 import { registerCheckpointCommands } from './commands-checkpoint.js';
 import { registerServeCommands } from './commands-serve.js';
 import { setFileWriteMode } from '../api/index.js';
+import { setLockCommand } from '../io/lock.js';
 import { EXIT, EXIT_CODES_HELP, reportError } from './output.js';
 
 // The CLI owns its process: nothing else waits on the event loop while a write runs (see FileWriteMode).
 setFileWriteMode('calling-thread');
+// What a process refused by this one's locks is told this one is doing (docs/locking.md).
+setLockCommand(['diskchain', ...process.argv.slice(2)].join(' '));
 
 const program = new Command();
 program

@@ -31,6 +31,7 @@ export class FileSource implements ByteSource {
   readonly readOnly: boolean;
   private readonly fh: FileHandle;
   private closed = false;
+  private readonly closers: Array<() => Promise<void>> = [];
 
   private constructor(name: string, fh: FileHandle, readOnly: boolean) {
     this.name = name;
@@ -38,13 +39,28 @@ export class FileSource implements ByteSource {
     this.readOnly = readOnly;
   }
 
-  static async open(path: string, options: { writable?: boolean } = {}): Promise<FileSource> {
+  /** `onClose` runs after the file is closed (the open's lock is released there). */
+  static async open(path: string, options: { writable?: boolean; onClose?: () => Promise<void> } = {}): Promise<FileSource> {
     const writable = options.writable ?? false;
+    let source: FileSource;
     try {
-      return new FileSource(path, await open(path, writable ? 'r+' : 'r'), !writable);
+      source = new FileSource(path, await open(path, writable ? 'r+' : 'r'), !writable);
     } catch (e) {
       throw ioError(e, 'cannot open file', path);
     }
+    if (options.onClose) source.onClose(options.onClose);
+    return source;
+  }
+
+  /** Runs `fn` once the file is closed. */
+  onClose(fn: () => Promise<void>): void {
+    this.closers.push(fn);
+  }
+
+  /** The open file's device and inode (bigint), to check it is the file a lock was taken on. */
+  async stat(): Promise<{ dev: bigint; ino: bigint }> {
+    const s = await this.fh.stat({ bigint: true });
+    return { dev: s.dev, ino: s.ino };
   }
 
   /** Creates a new file; refuses to replace an existing one. */
@@ -133,7 +149,11 @@ export class FileSource implements ByteSource {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.fh.close();
+    try {
+      await this.fh.close();
+    } finally {
+      for (const fn of this.closers.splice(0)) await fn();
+    }
   }
 
   private assertWritable(): void {

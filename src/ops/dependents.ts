@@ -42,7 +42,7 @@ export async function findDependents(
 /** Refuses (HAS_DEPENDENTS) to let a disk change when another disk in its folder records it as parent. */
 export async function refuseIfDependedOn(path: string): Promise<void> {
   // Files that do not open as a disk are left to the write itself to refuse.
-  const disk = await openDisk(path).catch(() => undefined);
+  const disk = await openDisk(path, { forceShare: true }).catch(() => undefined);
   if (!disk) return;
   const identity = disk.identity();
   await disk.close();

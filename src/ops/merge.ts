@@ -13,6 +13,7 @@ import { hashChain } from './hash.js';
 import { readJournal, removeJournal, syncFolder, writeJournal } from './journal.js';
 import { findJournalFor, journalPathFor, type MergeJournal } from './merge-journal.js';
 import { copyUpperInto } from './merge-copy.js';
+import { OperationLocks } from './op-locks.js';
 import type { LongOperationOptions } from './progress.js';
 import { ensureSpace, forecastGrowth, type GrowthForecast } from './space.js';
 
@@ -120,6 +121,17 @@ async function planMerge(childPath: string, options: MergeOptions): Promise<{ jo
 }
 
 async function runMerge(journalPath: string, journal: MergeJournal, options: MergeOptions, resumed: boolean): Promise<MergeResult> {
+  const locks = new OperationLocks();
+  try {
+    const present = async (paths: string[]): Promise<string[]> => (await Promise.all(paths.map(async (p) => ((await stat(p).catch(() => undefined)) ? p : undefined)))).filter((p): p is string => p !== undefined);
+    await locks.take(await present([journal.target.path, ...journal.layers.map((l) => l.path), ...journal.dependents]), 'write');
+    return await runLocked(journalPath, journal, options, resumed);
+  } finally {
+    await locks.release();
+  }
+}
+
+async function runLocked(journalPath: string, journal: MergeJournal, options: MergeOptions, resumed: boolean): Promise<MergeResult> {
   let bytesCopied = 0;
   if (journal.phase === 'copy') {
     options.onPhase?.('copy');
@@ -133,7 +145,7 @@ async function runMerge(journalPath: string, journal: MergeJournal, options: Mer
     const identity = target.identity();
     await target.close();
     for (const dependent of journal.dependents) {
-      const disk = await openDisk(dependent, { writable: true });
+      const disk = await openDisk(dependent, { writable: true, mergeJournal: journalPath });
       try {
         if (!disk.setParent) throw new DiskchainError('UNSUPPORTED', `cannot re-point ${dependent}`, { file: dependent });
         await disk.setParent(linkTo(dependent, journal.target.path, identity));
@@ -202,7 +214,7 @@ async function copyPhase(journalPath: string, journal: MergeJournal, options: Me
       // Bookkeeping, not new content: the file keeps its modification time, so a kept layer (--keep)
       // does not pass for the newest state of the VM in a later scan.
       const times = await stat(lowestPath);
-      const disk = await openDisk(lowestPath, { writable: true });
+      const disk = await openDisk(lowestPath, { writable: true, mergeJournal: journalPath });
       try {
         if (!disk.setParent || !disk.parent) throw new DiskchainError('UNSUPPORTED', `cannot record the merge in ${disk.path}`, { file: disk.path });
         await disk.setParent(linkTo(disk.path, journal.target.path, disk.parent.expected, sessionGuid));
@@ -221,6 +233,7 @@ async function copyPhase(journalPath: string, journal: MergeJournal, options: Me
   }
   const target = await openDisk(journal.target.path, {
     writable: true,
+    mergeJournal: journalPath,
     ...(sessionGuid ? { dataWriteGuid: sessionGuid } : {}),
     ...(options.wrapTargetSource ? { wrapSource: options.wrapTargetSource } : {}),
   });

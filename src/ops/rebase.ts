@@ -1,3 +1,4 @@
+import { withOperationLocks } from './op-locks.js';
 import { realpath, rename, rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
@@ -37,6 +38,11 @@ const PIECE = 8 * 1024 * 1024;
  */
 export async function rebase(childPath: string, options: RebaseOptions): Promise<RebaseResult> {
   if (!!options.onto === !!options.standalone) throw new DiskchainError('INVALID_ARGUMENT', 'rebase needs exactly one of --onto <ancestor> and --standalone');
+  // The child is write-locked for the whole command (a standalone rebase reads it, then replaces it).
+  return withOperationLocks([childPath], [], () => rebaseLocked(childPath, options));
+}
+
+async function rebaseLocked(childPath: string, options: RebaseOptions): Promise<RebaseResult> {
   const chain = await openChain(childPath, { writable: !options.standalone, ...(options.searchPaths ? { searchPaths: options.searchPaths } : {}) });
   try {
     const child = chain.leaf;

@@ -1,3 +1,4 @@
+import { withOperationLocks } from './op-locks.js';
 import { realpath } from 'node:fs/promises';
 import { DiskchainError } from '../io/errors.js';
 import { describeIdentity, identityMatches } from '../chain/identity.js';
@@ -24,6 +25,11 @@ export interface ReparentResult {
  * and must carry the identity the child recorded unless ignoreIdMismatch.
  */
 export async function reparent(childPath: string, parentPath: string, options: ReparentOptions = {}): Promise<ReparentResult> {
+  // The child is write-locked for the whole command: nobody changes it between the check and the rewrite.
+  return withOperationLocks([childPath], [], () => reparentLocked(childPath, parentPath, options));
+}
+
+async function reparentLocked(childPath: string, parentPath: string, options: ReparentOptions): Promise<ReparentResult> {
   const child = await openDisk(childPath);
   let identity;
   let identityMatched: boolean;
