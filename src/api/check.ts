@@ -4,7 +4,7 @@ import { isDiskchainError } from '../io/errors.js';
 import { detectFormat } from '../formats/registry.js';
 import type { Finding } from '../formats/types.js';
 import { openDisk } from '../chain/open-chain.js';
-import { parentInfo } from './info.js';
+import { parentInfo, pendingMergeInfo } from './info.js';
 
 export interface CheckReport {
   path: string;
@@ -56,5 +56,7 @@ async function checkLocked(path: string, forceShare: boolean): Promise<CheckRepo
       findings.push({ severity: 'error', code: e.code, message: e.message, file: path });
     }
   }
+  const pending = await pendingMergeInfo(path);
+  if (pending) findings.push({ severity: 'warning', code: 'MERGE_PENDING', message: `this file is reserved by a pending merge (as its ${pending.role}): ${pending.advice}`, file: path });
   return { path, format, findings, clean: !findings.some((f) => f.severity !== 'info') };
 }

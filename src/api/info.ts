@@ -2,6 +2,7 @@ import { openDisk } from '../chain/open-chain.js';
 import { identityMatchedBy } from '../chain/identity.js';
 import { locateParent, type LocateAttempt } from '../chain/locate.js';
 import { isDiskchainError } from '../io/errors.js';
+import { pendingMergeAdvice, pendingMergeFor, type PendingMerge } from '../chain/pending-merge.js';
 import type { LinkIdentity, ParentLocatorEntry, VirtualDisk } from '../formats/types.js';
 
 export interface ParentInfo {
@@ -32,6 +33,14 @@ export interface DiskInfo {
   identity: LinkIdentity | null;
   parent: ParentInfo | null;
   details: Record<string, unknown>;
+  /** A pending (interrupted) merge that reserves this file, and what to run. */
+  pendingMerge?: PendingMerge & { advice: string };
+}
+
+/** The pending merge naming `path`, with the commands that end it. */
+export async function pendingMergeInfo(path: string): Promise<(PendingMerge & { advice: string }) | undefined> {
+  const pending = await pendingMergeFor(path);
+  return pending ? { ...pending, advice: pendingMergeAdvice(pending) } : undefined;
 }
 
 /**
@@ -41,6 +50,7 @@ export interface DiskInfo {
 export async function inspect(path: string, options: { format?: 'raw'; forceShare?: boolean } = {}): Promise<DiskInfo> {
   const disk = await openDisk(path, options);
   try {
+    const pendingMerge = await pendingMergeInfo(path);
     return {
       path,
       format: disk.format,
@@ -54,6 +64,7 @@ export async function inspect(path: string, options: { format?: 'raw'; forceShar
       identity: disk.format === 'raw' ? null : disk.identity(),
       parent: await parentInfo(disk, options.forceShare ?? false),
       details: disk.details(),
+      ...(pendingMerge ? { pendingMerge } : {}),
     };
   } finally {
     await disk.close();

@@ -100,6 +100,20 @@ export async function pendingMergeFor(path: string): Promise<PendingMerge | unde
   return undefined;
 }
 
+/** The pending merges whose journals lie in `folders`, each with what to run. */
+export async function pendingMergesIn(folders: Iterable<string>): Promise<Array<PendingMerge & { advice: string }>> {
+  const out: Array<PendingMerge & { advice: string }> = [];
+  for (const folder of new Set(folders)) {
+    for (const journalPath of await mergeJournalsIn(folder)) {
+      const journal = await readRecord(journalPath);
+      if (!journal || journal.operation !== 'merge') continue;
+      const p = describe(journalPath, journal, 'target');
+      out.push({ ...p, advice: pendingMergeAdvice(p) });
+    }
+  }
+  return out;
+}
+
 /** Refuses (LOCKED) a writable open of a file a pending merge reserves, unless `owner` is that merge's journal. */
 export async function refuseIfReservedByMerge(path: string, owner?: string): Promise<void> {
   const pending = await pendingMergeFor(path);

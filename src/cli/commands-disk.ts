@@ -108,6 +108,7 @@ function printInfo(info: DiskInfo): void {
     rows.push(['parent found', info.parent.found ?? `no (tried ${info.parent.attempts.map((a) => a.tried).join(', ')})`]);
     if (info.parent.found) rows.push(['parent identity', parentIdentityText(info.parent)]);
   }
+  if (info.pendingMerge) rows.push(['pending merge', info.pendingMerge.advice]);
   const width = Math.max(...rows.map(([k]) => k.length));
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(width)}  ${v}\n`);
 }

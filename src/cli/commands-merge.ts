@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
+import { DiskchainError } from '../io/errors.js';
 import { withChain } from '../chain/open-chain.js';
 import { measureChain } from '../ops/measure.js';
 import { merge } from '../ops/merge.js';
+import { abandonMerge } from '../ops/merge-abandon.js';
 import { rebase } from '../ops/rebase.js';
 import { reparent } from '../ops/reparent.js';
 import { EXIT, interruptSignal, printJson, progressBar, type Run } from './output.js';
@@ -11,20 +13,35 @@ import { FORCE_SHARE_OPTION, forceShareOptions } from './force-share.js';
 export function registerMergeCommands(program: Command, run: Run): void {
   program
     .command('merge')
-    .description('merge a differencing disk (and every layer between) into an ancestor, as Merge-VHD does; resumable: after a crash, run the same command again')
+    .description('merge a differencing disk (and every layer between) into an ancestor, as Merge-VHD does; resumable: after a crash, run the same command again (or end it with --abandon)')
     .argument('<child>')
     .option('--into <ancestor>', 'the ancestor to merge into (default: the parent)')
     .option('--keep', 'keep the merged files (default: remove them once the merge is durable)')
-    .option('--verify', 'hash the content before and after and report whether it is the same')
+    .option('--verify', 'hash the content before and the target\'s after, and stop before anything is handed over or removed if they differ (exit 1)')
+    .option('--abandon', 'end a pending (interrupted) merge of <child>: roll back what can be rolled back, say what cannot, and remove its journal')
     .option(...SEARCH_PATH_OPTION)
     .option('--json', 'print JSON')
-    .action((child: string, opts: { into?: string; keep?: boolean; verify?: boolean; searchPath?: string[]; json?: boolean }) =>
+    .action((child: string, opts: { into?: string; keep?: boolean; verify?: boolean; abandon?: boolean; searchPath?: string[]; json?: boolean }) =>
       run(async () => {
+        if (opts.abandon) {
+          if (opts.keep || opts.verify) throw new DiskchainError('INVALID_ARGUMENT', '--abandon takes no --keep or --verify: it ends the pending merge');
+          const result = await abandonMerge(child, opts.into ? { into: opts.into } : {});
+          if (opts.json) printJson(result);
+          else {
+            const lines = [
+              `abandoned the merge of ${result.child} into ${result.target} (it was in phase ${result.phase}); its journal is removed`,
+              ...result.rolledBack.map((l) => `rolled back: ${l}`),
+              ...result.notRolledBack.map((l) => `not rolled back: ${l}`),
+            ];
+            process.stdout.write(lines.join('\n') + '\n');
+          }
+          return EXIT.ok;
+        }
         const bar = progressBar('merge');
         try {
           const result = await merge(child, {
             ...(opts.into ? { into: opts.into } : {}),
-            keep: opts.keep ?? false,
+            ...(opts.keep !== undefined ? { keep: opts.keep } : {}),
             verify: opts.verify ?? false,
             ...searchPathOptions(opts),
             signal: interruptSignal(),

@@ -43,6 +43,7 @@ function printReport(r: ScanReport): void {
   };
   out.push(`scanned ${r.folders.join(', ')}: ${r.summary.disks} disk(s) in ${r.trees.length} tree(s)${r.folders.length === 1 ? ` (paths below are relative to ${base})` : ''}`);
   r.trees.forEach((t, i) => out.push('', ...drawTree(t, i + 1, show)));
+  section(out, 'pending merges (interrupted: finish or abandon them first)', r.pendingMerges, (p) => [`${show(p.journal)}: ${p.advice}`]);
   section(out, 'orphans (parent not found by identity)', r.orphans, (o) => [
     `${show(o.path)} expects a parent with ${describeIdentity(o.expected)}`,
     ...o.lastKnown.map((l) => `    last known ${l.key}: ${l.path}`),

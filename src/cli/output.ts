@@ -8,7 +8,7 @@ export type Run = (action: () => Promise<number>, json: boolean) => Promise<void
 
 export const EXIT = {
   ok: 0,
-  findings: 1, // check found problems
+  findings: 1, // check found problems; merge --verify found a difference
   usage: 2,
   badInput: 3, // corrupt, truncated, unsupported or unknown format
   chain: 4, // parent missing, mismatched, cycle; a file locked by another process or a pending merge
@@ -20,7 +20,9 @@ export const EXIT = {
 export const EXIT_CODES_HELP = `
 Exit codes:
   0    success (check: no errors or warnings)
-  1    check found errors or warnings
+  1    check found errors or warnings (or a pending merge); merge --verify found that the
+       target does not read as the child did (VERIFY_MISMATCH: nothing was handed over or
+       removed)
   2    usage error (bad option or argument)
   3    the input is corrupt, truncated, unsupported or not a disk image, or a VM's vm.json
        is damaged or disagrees with its files (MANIFEST_INVALID)
@@ -61,6 +63,8 @@ function exitCodeFor(code: ErrorCode): number {
       return EXIT.notFound;
     case 'ABORTED':
       return EXIT.aborted;
+    case 'VERIFY_MISMATCH':
+      return EXIT.findings;
     default:
       return EXIT.badInput;
   }

@@ -18,6 +18,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   LOCKED: 409,
   HAS_DEPENDENTS: 409,
   JOURNAL_MISMATCH: 409,
+  VERIFY_MISMATCH: 409,
   READ_ONLY: 409,
   ABORTED: 409,
   CORRUPT: 422,

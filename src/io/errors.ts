@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'NO_SPACE' // the target file system is full or would be
   | 'HAS_DEPENDENTS' // another disk depends on a file an operation would change or remove
   | 'JOURNAL_MISMATCH' // an operation journal describes a chain that has changed since
+  | 'VERIFY_MISMATCH' // merge --verify: the target does not read as the child did (details.before, details.after); nothing was destroyed
   | 'ABORTED'
   | 'QEMU_FAILED' // QEMU did not start, or exited when it should not have (exit status, stderr in details)
   | 'QMP_ERROR' // QEMU or its guest agent answered a command with an error (its class and desc in details)

@@ -1,28 +1,70 @@
 import { realpath, rm, stat, utimes } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { DiskchainError } from '../io/errors.js';
+import { DiskchainError, isDiskchainError } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import type { ByteSource } from '../io/byte-source.js';
-import type { LinkIdentity } from '../formats/types.js';
 import { DiskChain } from '../chain/disk-chain.js';
-import { describeIdentity, sameIdentity } from '../chain/identity.js';
 import { linkTo } from '../chain/link-paths.js';
 import { openChain, openDisk } from '../chain/open-chain.js';
+import { pendingMergeAdvice, pendingMergeFor } from '../chain/pending-merge.js';
 import { findDependents } from './dependents.js';
 import { hashChain } from './hash.js';
-import { readJournal, removeJournal, syncFolder, writeJournal } from './journal.js';
-import { findJournalFor, journalPathFor, type MergeJournal } from './merge-journal.js';
+import { syncFolder } from './journal.js';
+import { checkDependent, checkLayer, checkTarget, diskIdOf, fingerprint, journalRefused, targetAcceptedInCopy, type Checker } from './merge-identity.js';
+import {
+  dependentPath,
+  findJournalFor,
+  journalPathFor,
+  loadJournal,
+  refuseIfPending,
+  removeJournalAndRefs,
+  reservedFiles,
+  writeJournal,
+  writeRefs,
+  type FoundJournal,
+  type JournalDependent,
+  type MergeJournal,
+  type MergePhase,
+} from './merge-journal.js';
 import { copyUpperInto } from './merge-copy.js';
 import { OperationLocks } from './op-locks.js';
 import type { LongOperationOptions } from './progress.js';
 import { ensureSpace, forecastGrowth, type GrowthForecast } from './space.js';
 
+/**
+ * Merge-VHD: writes what a child (and every layer between) holds into an ancestor, so the ancestor
+ * alone reads as the child did; hands the child's own children over to the ancestor; removes the
+ * merged files. A state machine whose state is the journal beside the target
+ * (`<target>.diskchain-merge.json`, merge-journal.ts); each arrow is one durable journal write:
+ *
+ *   plan ──► copy ──► verify ──► handover ──► remove ──► done
+ *
+ * | phase    | does                                              | checks first (every run, resumed or not)          |
+ * |----------|---------------------------------------------------|---------------------------------------------------|
+ * | plan     | locks, refusals (dependents, space, other merges), | the chain opens; no other merge reserves a file    |
+ * |          | fingerprints, hash (--verify); writes the journal  |                                                   |
+ * | copy     | data into the target from `copiedUpTo` on (after   | each layer: place, identity, fingerprint; the      |
+ * |          | linking the lowest layer to the session's VHDX     | target: place, identity before or the session's    |
+ * |          | DataWriteGuid); records the target's new identity  |                                                   |
+ * | verify   | --verify: hashes the target's chain, compares      | the target: identity and fingerprint after copy    |
+ * | handover | re-points the child's children at the target       | the target; each child: place, disk id, its link   |
+ * | remove   | deletes the merged layers (unless --keep), then    | the target; each layer before it is deleted        |
+ * |          | the journal, then its pointers                     |                                                   |
+ *
+ * Nothing is destroyed before verify: until handover every file but the target is as it was, and the
+ * merged child reads as before throughout. A file that fails its check is never changed or deleted:
+ * the merge stops (JOURNAL_MISMATCH) with everything in place, saying what is pending; `--abandon`
+ * (merge-abandon.ts) is the way out. The merge holds write locks on the files it changes for its
+ * whole run, and while its journal exists no one else may open them for writing (docs/locking.md).
+ * A resumed merge follows a new `--keep` while nothing is removed yet, and refuses a different
+ * `--into` or a `--verify` it can no longer honour.
+ */
 export interface MergeOptions extends LongOperationOptions {
   /** The ancestor to merge into (default: the child's parent). */
   into?: string;
-  /** Keep the merged files instead of removing them once the merge is durable. */
+  /** Keep the merged files instead of removing them once the merge is durable (default: as the pending journal says, else false). */
   keep?: boolean;
-  /** Hash the content before and after, and report whether they are the same. */
+  /** Hash the content before, and the target's after, and stop before anything is destroyed if they differ. */
   verify?: boolean;
   /** Folders searched for parents by identity, and for disks that depend on the files merged. */
   searchPaths?: string[];
@@ -30,8 +72,8 @@ export interface MergeOptions extends LongOperationOptions {
   wrapTargetSource?: (source: ByteSource) => ByteSource;
   /** Bytes copied between two durable progress marks in the journal (default 256 MiB). */
   checkpointBytes?: number;
-  /** Called when a phase starts: `copy`, `handover`, `remove`. */
-  onPhase?: (phase: MergeJournal['phase']) => void;
+  /** Called when a phase starts: `copy`, `verify` (with --verify), `handover`, `remove`. */
+  onPhase?: (phase: MergePhase) => void;
 }
 
 export interface MergeResult {
@@ -46,22 +88,80 @@ export interface MergeResult {
   verify?: { before: string; after: string; identical: boolean };
 }
 
-/**
- * Merge-VHD: writes what `childPath` (and every layer between) holds into an ancestor, so the
- * ancestor alone reads as the child did; hands the child's own children over to the ancestor; then
- * removes the merged files. A journal beside the ancestor makes every step resumable: run the same
- * merge again after a crash and it continues.
- */
 export async function merge(childPath: string, options: MergeOptions = {}): Promise<MergeResult> {
-  const found = await findJournalFor(childPath, options.into ? [options.into] : []);
-  if (found) return runMerge(found.path, found.journal, options, true);
-  const { journalPath, journal, forecast } = await planMerge(childPath, options);
-  const result = await runMerge(journalPath, journal, options, false);
-  return { ...result, forecast };
+  const found = await findPendingMerge(childPath, options);
+  const locks = new OperationLocks();
+  try {
+    if (found) {
+      await reconcile(found, options);
+      await locks.take(await existing(reservedFiles(found.journal)), 'write');
+      return await run(found.path, found.journal, options, true);
+    }
+    const { journalPath, journal, forecast } = await plan(childPath, options, locks);
+    return { ...(await run(journalPath, journal, options, false)), forecast };
+  } finally {
+    await locks.release();
+  }
 }
 
-/** Checks everything, measures, and writes the journal; changes no disk. */
-async function planMerge(childPath: string, options: MergeOptions): Promise<{ journalPath: string; journal: MergeJournal; forecast: GrowthForecast & { freeBytes: number } }> {
+/**
+ * The pending merge of `childPath`: a journal beside it, beside --into, or named by the pointer beside
+ * it. A pending merge that reserves the child in another role is refused with what to run.
+ */
+export async function findPendingMerge(childPath: string, options: Pick<MergeOptions, 'into'> = {}): Promise<FoundJournal | undefined> {
+  const found = await findJournalFor(childPath, options.into ? [options.into] : []);
+  if (found) return found;
+  const pending = await pendingMergeFor(childPath);
+  if (!pending) return undefined;
+  const loaded = await loadJournal(pending);
+  if (pending.role === 'layer' && (await sameFile(loaded.journal.layers[0]!.path, childPath))) return loaded;
+  throw new DiskchainError('LOCKED', `${childPath} is part of another merge: ${pendingMergeAdvice(pending)}`, { file: childPath, heldBy: 'merge', pendingMerge: pending });
+}
+
+async function sameFile(a: string, b: string): Promise<boolean> {
+  const [ra, rb] = await Promise.all([realpath(a).catch(() => resolve(a)), realpath(b).catch(() => resolve(b))]);
+  return ra === rb;
+}
+
+async function existing(paths: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of paths) if (await stat(p).catch(() => undefined)) out.push(p);
+  return out;
+}
+
+/** A resumed merge and the new command line: follow what can be followed, refuse the rest. */
+async function reconcile(found: FoundJournal, options: MergeOptions): Promise<void> {
+  const { journal, path } = found;
+  const child = journal.layers[0]!.path;
+  const pending = `a merge of ${child} into ${journal.target.path} is pending (phase ${journal.phase}, journal ${path})`;
+  const ways = `run 'diskchain merge ${child}' to finish it as it was started, or 'diskchain merge --abandon ${child}' to roll back what can be rolled back`;
+  if (options.into && !(await sameFile(options.into, journal.target.path))) {
+    throw new DiskchainError('JOURNAL_MISMATCH', `--into ${options.into} differs: ${pending}; ${ways}`, { file: path });
+  }
+  if (options.keep !== undefined && options.keep !== journal.keep) {
+    if (journal.phase === 'remove' && !journal.keep) {
+      throw new DiskchainError('JOURNAL_MISMATCH', `--keep is too late: ${pending} and has started removing the merged files; ${ways}`, { file: path });
+    }
+    journal.keep = options.keep;
+    await writeJournal(path, journal);
+  }
+  if (options.verify && !journal.hashBefore) {
+    if (journal.phase !== 'copy') {
+      throw new DiskchainError('JOURNAL_MISMATCH', `--verify cannot be honoured: ${pending}, past the point where the content before the merge can be hashed; ${ways.replace('as it was started', 'without --verify')}`, { file: path });
+    }
+    // During the copy the merged child still reads as before: its chain gives the hash "before".
+    const chain = await openChain(child, options.searchPaths ? { searchPaths: options.searchPaths } : {});
+    try {
+      journal.hashBefore = await hashChain(chain, options.signal ? { signal: options.signal } : {});
+    } finally {
+      await chain.close();
+    }
+    await writeJournal(path, journal);
+  }
+}
+
+/** The plan: checks everything, takes the locks, measures, and writes the journal; changes no disk. */
+async function plan(childPath: string, options: MergeOptions, locks: OperationLocks): Promise<{ journalPath: string; journal: MergeJournal; forecast: GrowthForecast & { freeBytes: number } }> {
   const chain = await openChain(childPath, options.searchPaths ? { searchPaths: options.searchPaths } : {});
   try {
     if (chain.layers.length < 2) throw new DiskchainError('INVALID_ARGUMENT', `${childPath} has no parent: there is nothing to merge it into`, { file: childPath });
@@ -80,7 +180,6 @@ async function planMerge(childPath: string, options: MergeOptions): Promise<{ jo
       }
     }
     const journalPath = journalPathFor(target.path);
-    if (await readJournal(journalPath)) throw new DiskchainError('JOURNAL_MISMATCH', `another merge into ${target.path} is in progress (journal ${journalPath}); finish it first`, { file: journalPath });
 
     // Who else depends on what changes: the target and the layers between must have no other child.
     const inChain = new Set(reals.slice(0, k + 1));
@@ -98,21 +197,28 @@ async function planMerge(childPath: string, options: MergeOptions): Promise<{ jo
         dependents: blockers.map((b) => b.path),
       });
     }
+    const handed = dependents.filter((d) => d.dependsOn === 0);
+    const changed = [target.path, ...merged.map((l) => l.path), ...handed.map((d) => d.path)];
+    await refuseIfPending([...changed, ...chain.layers.slice(k + 1).map((l) => l.path)]);
+    // Held from here to the end: nobody writes these files, nor merges the target's parents away.
+    await locks.take(changed, 'write');
+    await locks.take(chain.layers.slice(k + 1).map((l) => l.path), 'read');
 
     const upper = new DiskChain(merged, chain.links.slice(0, k - 1));
     const growth = await forecastGrowth(upper, target, options.signal);
     const freeBytes = await ensureSpace(target.path, growth.bytesNeeded, `merging ${childPath} into ${target.path}`);
     const journal: MergeJournal = {
       operation: 'merge',
-      version: 1,
+      version: 2,
       target: { path: resolve(target.path), realPath: reals[k]!, identityBefore: target.identity(), ...(target.format === 'vhdx' ? { sessionDataWriteGuid: randomGuid() } : {}) },
-      layers: merged.map((l, i) => ({ path: resolve(l.path), realPath: reals[i]!, identity: l.identity() })),
-      dependents: dependents.filter((d) => d.dependsOn === 0).map((d) => d.path),
+      layers: await Promise.all(merged.map(async (l, i) => ({ path: resolve(l.path), realPath: reals[i]!, identity: l.identity(), fingerprint: await fingerprint(l) }))),
+      dependents: await Promise.all(handed.map((d) => dependentRecord(d.path, d.realPath))),
       phase: 'copy',
       copiedUpTo: 0,
       keep: options.keep ?? false,
       ...(options.verify ? { hashBefore: await hashChain(chain, { ...(options.signal ? { signal: options.signal } : {}) }) } : {}),
     };
+    await writeRefs(journalPath, journal);
     await writeJournal(journalPath, journal);
     return { journalPath, journal, forecast: { ...growth, freeBytes } };
   } finally {
@@ -120,93 +226,94 @@ async function planMerge(childPath: string, options: MergeOptions): Promise<{ jo
   }
 }
 
-async function runMerge(journalPath: string, journal: MergeJournal, options: MergeOptions, resumed: boolean): Promise<MergeResult> {
-  const locks = new OperationLocks();
+async function dependentRecord(path: string, realPath: string): Promise<JournalDependent> {
+  const disk = await openDisk(path);
   try {
-    const present = async (paths: string[]): Promise<string[]> => (await Promise.all(paths.map(async (p) => ((await stat(p).catch(() => undefined)) ? p : undefined)))).filter((p): p is string => p !== undefined);
-    await locks.take(await present([journal.target.path, ...journal.layers.map((l) => l.path), ...journal.dependents]), 'write');
-    return await runLocked(journalPath, journal, options, resumed);
+    return { path: resolve(path), realPath, diskId: diskIdOf(disk) };
   } finally {
-    await locks.release();
+    await disk.close();
   }
 }
 
-async function runLocked(journalPath: string, journal: MergeJournal, options: MergeOptions, resumed: boolean): Promise<MergeResult> {
-  let bytesCopied = 0;
-  if (journal.phase === 'copy') {
-    options.onPhase?.('copy');
-    bytesCopied = await copyPhase(journalPath, journal, options);
-    journal.phase = 'handover';
+interface Run extends Checker {
+  options: MergeOptions;
+  bytesCopied: number;
+  removed: string[];
+}
+
+type Step = (r: Run) => Promise<MergePhase | 'done'>;
+
+const STEPS: Record<MergePhase, Step> = { copy: copyStep, verify: verifyStep, handover: handoverStep, remove: removeStep };
+
+/** Runs the phases from the journal's on; each transition is written to the journal before the next phase starts. */
+async function run(journalPath: string, journal: MergeJournal, options: MergeOptions, resumed: boolean): Promise<MergeResult> {
+  const r: Run = { journalPath, journal, options, bytesCopied: 0, removed: [] };
+  if (resumed) await preflight(r);
+  for (;;) {
+    options.onPhase?.(journal.phase);
+    const next = await STEPS[journal.phase](r);
+    if (next === 'done') break;
+    journal.phase = next;
     await writeJournal(journalPath, journal);
   }
-  if (journal.phase === 'handover') {
-    options.onPhase?.('handover');
-    const target = await openDisk(journal.target.path);
-    const identity = target.identity();
-    await target.close();
-    for (const dependent of journal.dependents) {
-      const disk = await openDisk(dependent, { writable: true, mergeJournal: journalPath });
-      try {
-        if (!disk.setParent) throw new DiskchainError('UNSUPPORTED', `cannot re-point ${dependent}`, { file: dependent });
-        await disk.setParent(linkTo(dependent, journal.target.path, identity));
-      } finally {
-        await disk.close();
-      }
-    }
-    journal.phase = 'remove';
-    await writeJournal(journalPath, journal);
-  }
-  options.onPhase?.('remove');
-  const removed: string[] = [];
-  if (!journal.keep) {
-    for (const layer of journal.layers) {
-      await rm(layer.path, { force: true });
-      removed.push(layer.path);
-    }
-    for (const folder of new Set(journal.layers.map((l) => dirname(l.path)))) await syncFolder(folder);
-  }
-  let verify: MergeResult['verify'];
-  if (journal.hashBefore) {
-    const after = await openChain(journal.target.path, options.searchPaths ? { searchPaths: options.searchPaths } : {});
-    try {
-      const hash = await hashChain(after, { ...(options.signal ? { signal: options.signal } : {}) });
-      verify = { before: journal.hashBefore, after: hash, identical: hash === journal.hashBefore };
-    } finally {
-      await after.close();
-    }
-  }
-  await removeJournal(journalPath);
+  const { hashBefore, hashAfter } = journal;
   return {
     target: journal.target.path,
     merged: journal.layers.map((l) => l.path),
-    removed,
-    handedOver: journal.dependents,
-    bytesCopied,
+    removed: r.removed,
+    handedOver: journal.dependents.map(dependentPath),
+    bytesCopied: r.bytesCopied,
     resumed,
-    ...(verify ? { verify } : {}),
+    ...(hashBefore && hashAfter ? { verify: { before: hashBefore, after: hashAfter, identical: hashBefore === hashAfter } } : {}),
   };
 }
 
-/** Opens the chain the journal names, refusing if it changed, and copies from where the journal says. */
-async function copyPhase(journalPath: string, journal: MergeJournal, options: MergeOptions): Promise<number> {
+const CHAIN_CHANGED = new Set(['PARENT_NOT_FOUND', 'PARENT_MISMATCH', 'CHAIN_CYCLE', 'PATH_NOT_ALLOWED', 'UNKNOWN_FORMAT', 'CORRUPT', 'TRUNCATED', 'UNSUPPORTED', 'IO']);
+
+/**
+ * A resume first checks every file the journal names, whatever the phase touches next, so that a
+ * replaced or changed file stops it before anything at all is done.
+ */
+async function preflight(r: Run): Promise<void> {
+  const { journal, journalPath } = r;
+  const removing = journal.phase === 'remove';
+  for (const layer of journal.layers) {
+    if (!(await checkLayer(r, layer)) && !removing) throw journalRefused(journalPath, journal, `${layer.path}, a merged layer, is missing`);
+  }
+  await checkTarget(r);
+  for (const dependent of journal.dependents) {
+    const path = dependentPath(dependent);
+    if (!(await stat(path).catch(() => undefined))) throw journalRefused(journalPath, journal, `${path}, a child to hand over to the target, is missing`);
+    const disk = await openDisk(path);
+    try {
+      const pointsAt = await checkDependent(r, dependent, disk);
+      if (removing && pointsAt !== 'target') throw journalRefused(journalPath, journal, `${path} should name the target as its parent by now, and does not`);
+    } finally {
+      await disk.close();
+    }
+  }
+}
+
+/** copy: opens the chain the journal names, checks every file, and copies from where the journal says. */
+async function copyStep(r: Run): Promise<MergePhase> {
+  const { journal, journalPath, options } = r;
   const k = journal.layers.length;
   const childPath = journal.layers[0]!.path;
   const sessionGuid = journal.target.sessionDataWriteGuid;
-  const accepted = (id: LinkIdentity): boolean => sameIdentity(id, journal.target.identityBefore) || (id.format === 'vhdx' && id.dataWriteGuid === sessionGuid);
-  const chain = await openChain(childPath, { ...(options.searchPaths ? { searchPaths: options.searchPaths } : {}) });
+  const chain = await openChain(childPath, { ...(options.searchPaths ? { searchPaths: options.searchPaths } : {}) }).catch((e: unknown) => {
+    // A child, layer or target replaced or gone shows first as a chain that no longer opens.
+    if (isDiskchainError(e) && CHAIN_CHANGED.has(e.code)) throw journalRefused(journalPath, journal, `the chain from ${childPath} no longer opens as recorded (${e.code}: ${e.message})`);
+    throw e;
+  });
   let upper: DiskChain | undefined;
   try {
-    if (chain.layers.length <= k) throw stale(journalPath, `${childPath} no longer has the chain the journal recorded`);
-    for (let i = 0; i <= k; i++) {
-      const layer = chain.layers[i]!;
-      const real = await realpath(layer.path);
-      const want = i < k ? journal.layers[i]! : journal.target;
-      if (real !== want.realPath) throw stale(journalPath, `layer ${i} is now ${real}, the journal recorded ${want.realPath}`);
-      const ok = i < k ? sameIdentity(layer.identity(), journal.layers[i]!.identity) : accepted(layer.identity());
-      if (!ok) throw stale(journalPath, `${layer.path} now has ${describeIdentity(layer.identity())}: it was changed after the merge started`);
-    }
+    if (chain.layers.length <= k) throw journalRefused(journalPath, journal, `${childPath} no longer has the chain the journal recorded`);
+    for (let i = 0; i < k; i++) await checkLayer(r, journal.layers[i]!, chain.layers[i]!);
+    await checkTarget(r, chain.layers[k]!);
     // The target's child learns the DataWriteGuid the target will carry (parent_linkage2) before the
-    // target changes, so the chain stays linked at every instant (MS-VHDX §2.6.2.6).
+    // target changes, so the chain stays linked at every instant (MS-VHDX §2.6.2.6). The primary link
+    // is the target's identity when the merge was planned (after an abandoned merge, the child may
+    // have matched it through parent_linkage2 only).
     const lowest = chain.layers[k - 1]!;
     if (sessionGuid && lowest.parent?.alternateDataWriteGuid !== sessionGuid) {
       await chain.close();
@@ -217,12 +324,12 @@ async function copyPhase(journalPath: string, journal: MergeJournal, options: Me
       const disk = await openDisk(lowestPath, { writable: true, mergeJournal: journalPath });
       try {
         if (!disk.setParent || !disk.parent) throw new DiskchainError('UNSUPPORTED', `cannot record the merge in ${disk.path}`, { file: disk.path });
-        await disk.setParent(linkTo(disk.path, journal.target.path, disk.parent.expected, sessionGuid));
+        await disk.setParent(linkTo(disk.path, journal.target.path, journal.target.identityBefore, sessionGuid));
       } finally {
         await disk.close();
       }
       await utimes(lowestPath, times.atime, times.mtime);
-      return await copyPhase(journalPath, journal, options);
+      return await copyStep(r);
     }
     await chain.layers[k]!.close();
     for (const extra of chain.layers.slice(k + 1)) await extra.close();
@@ -238,7 +345,7 @@ async function copyPhase(journalPath: string, journal: MergeJournal, options: Me
     ...(options.wrapTargetSource ? { wrapSource: options.wrapTargetSource } : {}),
   });
   try {
-    return await copyUpperInto(upper, target, journal.copiedUpTo, options, options.checkpointBytes, async (upTo) => {
+    r.bytesCopied = await copyUpperInto(upper, target, journal.copiedUpTo, options, options.checkpointBytes, async (upTo) => {
       await target.flush();
       journal.copiedUpTo = upTo;
       await writeJournal(journalPath, journal);
@@ -247,9 +354,81 @@ async function copyPhase(journalPath: string, journal: MergeJournal, options: Me
     await target.close().catch(() => undefined);
     for (const l of upper.layers) await l.close().catch(() => undefined);
   }
+  // What the target is once the copy is durable: the later phases check it against this.
+  const done = await openDisk(journal.target.path);
+  try {
+    if (!targetAcceptedInCopy(journal, done.identity())) throw journalRefused(journalPath, journal, `the target ${journal.target.path} changed identity during the copy`);
+    journal.target.identityAfter = done.identity();
+    journal.target.fingerprintAfter = await fingerprint(done);
+  } finally {
+    await done.close();
+  }
+  return journal.hashBefore ? 'verify' : 'handover';
 }
 
-function stale(journalPath: string, why: string): DiskchainError {
-  return new DiskchainError('JOURNAL_MISMATCH', `the merge journal ${journalPath} describes a chain that has changed (${why}); it cannot be trusted. Inspect the files; remove the journal only if you are sure no merge is half done`, { file: journalPath });
+/** verify: the target's chain must read as the child did, before anything is handed over or removed. */
+async function verifyStep(r: Run): Promise<MergePhase> {
+  const { journal, journalPath, options } = r;
+  await checkTarget(r);
+  const after = await openChain(journal.target.path, options.searchPaths ? { searchPaths: options.searchPaths } : {});
+  try {
+    journal.hashAfter = await hashChain(after, { ...(options.signal ? { signal: options.signal } : {}) });
+  } finally {
+    await after.close();
+  }
+  if (journal.hashAfter !== journal.hashBefore) {
+    await writeJournal(journalPath, journal);
+    throw new DiskchainError(
+      'VERIFY_MISMATCH',
+      `--verify: ${journal.target.path} does not read as ${journal.layers[0]!.path} did (sha256 before ${journal.hashBefore}, after ${journal.hashAfter}); stopped before anything was handed over or removed: every file is in place and the merged child reads as before. 'diskchain merge --abandon ${journal.layers[0]!.path}' ends the merge`,
+      { file: journal.target.path, before: journal.hashBefore, after: journal.hashAfter },
+    );
+  }
+  return 'handover';
 }
 
+/** handover: each child of the merged child is re-pointed at the target, once checked to be the one recorded. */
+async function handoverStep(r: Run): Promise<MergePhase> {
+  const { journal, journalPath } = r;
+  await checkTarget(r);
+  const identity = journal.target.identityAfter ?? (await targetIdentity(journal.target.path));
+  for (const dependent of journal.dependents) {
+    const path = dependentPath(dependent);
+    if (!(await stat(path).catch(() => undefined))) throw journalRefused(journalPath, journal, `${path}, a child to hand over to the target, is missing`);
+    const disk = await openDisk(path, { writable: true, mergeJournal: journalPath });
+    try {
+      if ((await checkDependent(r, dependent, disk)) === 'target') continue;
+      if (!disk.setParent) throw new DiskchainError('UNSUPPORTED', `cannot re-point ${path}`, { file: path });
+      await disk.setParent(linkTo(path, journal.target.path, identity));
+    } finally {
+      await disk.close();
+    }
+  }
+  return 'remove';
+}
+
+/** A version 1 journal has no identity after the copy: the target's own, once checked. */
+async function targetIdentity(path: string): Promise<MergeJournal['target']['identityBefore']> {
+  const disk = await openDisk(path);
+  try {
+    return disk.identity();
+  } finally {
+    await disk.close();
+  }
+}
+
+/** remove: deletes each merged layer that is still the one recorded (unless --keep), then the journal. */
+async function removeStep(r: Run): Promise<'done'> {
+  const { journal, journalPath } = r;
+  await checkTarget(r);
+  if (!journal.keep) {
+    for (const layer of journal.layers) {
+      if (!(await checkLayer(r, layer))) continue; // deleted before an interruption
+      await rm(layer.path);
+      r.removed.push(layer.path);
+    }
+    for (const folder of new Set(journal.layers.map((l) => dirname(l.path)))) await syncFolder(folder);
+  }
+  await removeJournalAndRefs(journalPath, journal);
+  return 'done';
+}

@@ -4,6 +4,7 @@ import { catalogFolders, type Catalog, type CatalogEntry, type CatalogOptions, t
 import { describeIdentity, identityKey, identityMatches, linkKey } from '../chain/identity.js';
 import { isInside, parentPathCandidates } from '../chain/locate.js';
 import { MAX_CHAIN_DEPTH } from '../chain/open-chain.js';
+import { pendingMergesIn, type PendingMerge } from '../chain/pending-merge.js';
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
 import type { LinkIdentity, ParentLocatorEntry, ParentReference } from '../formats/types.js';
 import type { LongOperationOptions } from './progress.js';
@@ -111,7 +112,7 @@ export interface TreePlan {
 
 export interface ScanReport {
   folders: string[];
-  summary: { disks: number; trees: number; orphans: number; identityMismatches: number; staleLinks: number; dirtyLogs: number; problems: number; cycles: number; consistent: boolean };
+  summary: { disks: number; trees: number; orphans: number; identityMismatches: number; staleLinks: number; dirtyLogs: number; problems: number; cycles: number; pendingMerges: number; consistent: boolean };
   trees: ScanTree[];
   orphans: ScanOrphan[];
   identityMismatches: ScanMismatch[];
@@ -121,6 +122,8 @@ export interface ScanReport {
   cycles: Array<{ paths: string[] }>;
   duplicates: Array<{ identity: LinkIdentity; paths: string[] }>;
   plan: TreePlan[];
+  /** Interrupted merges (a journal beside a disk): finish or abandon them before anything else. */
+  pendingMerges: Array<PendingMerge & { advice: string }>;
 }
 
 /** Finds every disk in the folders and rebuilds the checkpoint trees by identity. Read-only. */
@@ -206,6 +209,7 @@ export async function scanFolders(folders: string[], options: ScanOptions = {}):
     .filter((e) => e.dirtyLog)
     .map((e) => ({ path: e.path, message: 'the VHDX log was not replayed (not closed cleanly): read-only opens replay it in memory; merge or reparent replays it into the file' }));
   const problems = catalog.problems;
+  const pendingMerges = await pendingMergesIn([...catalog.folders, ...catalog.entries.map((e) => dirname(e.path))]);
   return {
     folders: catalog.folders,
     summary: {
@@ -217,7 +221,8 @@ export async function scanFolders(folders: string[], options: ScanOptions = {}):
       dirtyLogs: dirtyLogs.length,
       problems: problems.length,
       cycles: cycles.length,
-      consistent: orphans.length + mismatches.length + problems.length + cycles.length === 0,
+      pendingMerges: pendingMerges.length,
+      consistent: orphans.length + mismatches.length + problems.length + cycles.length + pendingMerges.length === 0,
     },
     trees,
     orphans,
@@ -228,6 +233,7 @@ export async function scanFolders(folders: string[], options: ScanOptions = {}):
     cycles: cycles.map((c) => ({ paths: c.map((e) => e.path) })),
     duplicates: duplicatesOf(catalog.entries),
     plan,
+    pendingMerges,
   };
 }
 
