@@ -120,7 +120,7 @@ export function childFileBytes(format: 'vhdx' | 'vhd' | 'raw', virtualSize: numb
   return 4 * MIB + Math.ceil((Math.ceil(virtualSize / (2 * MIB)) * 2 * 8) / MIB) * MIB;
 }
 
-/** Bytes the new files of a checkpoint take at most (config, record, each child's metadata). */
+/** An upper bound of what a checkpoint's new files take: one child per disk, its config and the record. */
 export function checkpointBytes(vm: VmFolder, sizes: Map<string, number>): number {
   let bytes = 8192; // config.json and the record
   for (const d of vm.manifest.disks) bytes += childFileBytes(d.format, sizes.get(d.id) ?? 0);
