@@ -69,6 +69,8 @@ export {
   type Manifest,
   type RecoveryReport,
   type Transaction,
+  type OperationForecast,
+  type OperationRequest,
 } from './vm.js';
 export { serve, NBD_PORT, type ServeHandle, type ServeOptions } from './serve.js';
 export { NbdServer, type ListenOptions, type NbdServerOptions, type ServerAddress, type TlsOptions } from '../server/server.js';

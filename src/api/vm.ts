@@ -12,6 +12,7 @@ import { checkpointInfo, createCheckpoint, type CheckpointInfo, type CheckpointO
 import { describeVm, type DescribeOptions, type VmDescription } from '../checkpoint/describe.js';
 import { openNodeChain } from '../checkpoint/disks.js';
 import { exportCheckpoint, type ExportOptions, type ExportResult } from '../checkpoint/export.js';
+import { forecastOperation, type OperationForecast, type OperationRequest } from '../checkpoint/forecast.js';
 import type { VmFolder } from '../checkpoint/folder.js';
 import { groupCheckpoint as runGroupCheckpoint, type GroupCheckpointOptions, type GroupCheckpointResult } from '../checkpoint/group.js';
 import type { Manifest } from '../checkpoint/manifest.js';
@@ -23,6 +24,7 @@ import { deleteVm, openVmFolder, type OpenVmFolderOptions } from '../checkpoint/
 
 export { createVm, type CreateVmOptions, type CreatedVm } from '../checkpoint/vm-create.js';
 export { listVms, type VmListEntry } from '../checkpoint/vms.js';
+export type { OperationForecast, OperationRequest };
 export type { ApplyOptions, ApplyResult, CheckOptions, VmCheckReport, CheckpointInfo, CheckpointOptions, DescribeOptions, VmDescription, ExportOptions, ExportResult, GroupCheckpointOptions, GroupCheckpointResult, Manifest, RecoveryReport, RemoveOptions, RemoveResult };
 export type { VmFinding } from '../checkpoint/check.js';
 export type { Transaction } from '../checkpoint/transaction.js';
@@ -59,6 +61,16 @@ export class VirtualMachine {
   /** A checkpoint by id, id prefix or name (AMBIGUOUS when a name matches several). */
   checkpointInfo(ref: string): CheckpointInfo {
     return checkpointInfo(this.vm.manifest, resolveCheckpoint(this.vm.manifest, ref));
+  }
+
+  /**
+   * What an operation would do before it is done (nothing is written): files deleted and discarded,
+   * the merges that follow, layers kept, where Now goes, bytes needed and given back. `ref` names the
+   * checkpoint (apply, remove, export); a create checkpoints Now and takes none.
+   */
+  forecast(ref: string | null, request: OperationRequest, options: { signal?: AbortSignal } = {}): Promise<OperationForecast> {
+    const c = request.operation === 'create' ? null : resolveCheckpoint(this.vm.manifest, ref ?? '');
+    return forecastOperation(this.vm, c, request, options.signal);
   }
 
   /** Checkpoint-VM: freezes every disk at once. */
