@@ -8,14 +8,15 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { createChild, createDisk, openDisk, resize } from '../src/api/index.js';
 import { createVm, openVm } from '../src/api/vm.js';
 import { isDiskchainError } from '../src/io/errors.js';
-import { FIXTURES, qemuImg, requireOracle } from './helpers/oracles.js';
+import { realFixture } from './helpers/fixtures.js';
+import { qemuImg, requireOracle } from './helpers/oracles.js';
 import { fileSha256, MIB, Rng } from './helpers/vhdx-util.js';
 
 const GIB = 1024 * MIB;
@@ -35,6 +36,12 @@ function pyvhdiRead(path: string, offset: number, length: number): Buffer {
 function pyvhdiSize(path: string): number {
   const script = 'import sys, pyvhdi\nf = pyvhdi.file(); f.open(sys.argv[1])\nprint(f.get_media_size())\n';
   return Number(execFileSync('/usr/bin/python3', ['-c', script, path], { encoding: 'utf8' }).trim());
+}
+
+/** A writable copy (the vendored fixtures are read-only). */
+function copyWritable(from: string, to: string): void {
+  copyFileSync(from, to);
+  chmodSync(to, 0o644);
 }
 
 const vpc = (path: string): string => `driver=vpc,force_size_calc=current_size,file.filename=${path}`;
@@ -124,7 +131,7 @@ test('resize VHDX: grow in place and with the BAT moved, shrink when nothing lie
     // A real Windows-made VHDX with a log to replay: grown (the open replays it first).
     const win = join(work, 'win.vhdx');
     const winOriginal = join(work, 'win-original.vhdx');
-    copyFileSync(join(FIXTURES, 'win10-1703-dynamic-1G-dirtylog.vhdx'), win);
+    copyWritable(realFixture('win10-1703-dynamic-1G-dirtylog.vhdx'), win);
     copyFileSync(win, winOriginal);
     qemuImg(['check', '-r', 'all', '-f', 'vhdx', winOriginal]); // qemu's replay, for the comparison
     await resize(win, 3 * GIB);
@@ -134,7 +141,7 @@ test('resize VHDX: grow in place and with the BAT moved, shrink when nothing lie
     // And QEMU's own: 10 GiB in 1 MiB blocks grown to 300 GiB moves its BAT.
     const q = join(work, 'q.vhdx');
     const qOriginal = join(work, 'q-original.vhdx');
-    copyFileSync(join(FIXTURES, 'iotest-dirtylog-10G-4M.vhdx'), q);
+    copyWritable(realFixture('iotest-dirtylog-10G-4M.vhdx'), q);
     copyFileSync(q, qOriginal);
     qemuImg(['check', '-r', 'all', '-f', 'vhdx', qOriginal]);
     await resize(q, 300 * GIB);
@@ -161,7 +168,7 @@ test('resize VHD: dynamic (BAT moved) and fixed grow, ours and Windows-made; shr
     for (const [name, from, size] of cases) {
       const path = join(work, name);
       const original = join(work, `orig-${name}`);
-      if (typeof from === 'string') copyFileSync(join(FIXTURES, from), path);
+      if (typeof from === 'string') copyWritable(realFixture(from), path);
       else {
         const d = await createDisk(path, 'vhd', { diskType: from.type, virtualSize: from.size });
         await d.write(new Rng(3).fill(new Uint8Array(MIB)), 2 * MIB);
