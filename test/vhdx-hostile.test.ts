@@ -13,7 +13,7 @@ import { isDiskchainError, type ErrorCode } from '../src/io/errors.js';
 import { vhdxDriver } from '../src/formats/vhdx/driver.js';
 import type { Finding, VirtualDisk } from '../src/formats/types.js';
 import { crc32c } from '../src/io/crc32c.js';
-import { FIXTURES } from './helpers/oracles.js';
+import { realFixture } from './helpers/fixtures.js';
 import {
   addMetadataItem,
   BAT_REGION_GUID,
@@ -527,7 +527,7 @@ before(async () => {
   await disk.close();
   const image = src.snapshot();
   bases.set('ours', { image, imageSha256: sha256(image), content: await contentOf(image, 'ours') });
-  const realImage = new Uint8Array(readFileSync(FIXTURES + REAL_FIXTURE));
+  const realImage = new Uint8Array(readFileSync(realFixture(REAL_FIXTURE)));
   bases.set('real', { image: realImage, imageSha256: sha256(realImage), content: await contentOf(realImage, 'real') });
 });
 
