@@ -1,10 +1,10 @@
-import { realpath, rm } from 'node:fs/promises';
+import { realpath } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { DiskchainError } from '../io/errors.js';
-import { writeFileAtomic } from '../io/durable.js';
+import { removeFile, writeFileAtomic } from '../io/durable.js';
 import type { LinkIdentity } from '../formats/types.js';
 import { MERGE_JOURNAL_SUFFIX, MERGE_REF_SUFFIX, mergeJournalsIn, pendingMergeAdvice, pendingMergeFor, type PendingMerge } from '../chain/pending-merge.js';
-import { readJournal, syncFolder, writeJournal } from './journal.js';
+import { readJournal, removeJournal, syncFolder, writeJournal } from './journal.js';
 import type { Fingerprint } from './merge-identity.js';
 
 /** The phases of a merge, in order (see merge.ts). */
@@ -81,10 +81,8 @@ async function writeFileAtomicRef(ref: string, journalPath: string): Promise<voi
 
 /** Removes the journal, then its pointers (a pointer whose journal is gone reserves nothing). */
 export async function removeJournalAndRefs(journalPath: string, journal: MergeJournal): Promise<void> {
-  await rm(journalPath, { force: true });
-  await rm(`${journalPath}.tmp`, { force: true });
-  await syncFolder(dirname(journalPath));
-  for (const ref of journal.refs ?? []) await rm(ref, { force: true });
+  await removeJournal(journalPath);
+  for (const ref of journal.refs ?? []) await removeFile(ref);
   for (const folder of new Set((journal.refs ?? []).map((r) => dirname(r)))) await syncFolder(folder);
 }
 

@@ -1,5 +1,6 @@
-import { realpath, rm, stat, utimes } from 'node:fs/promises';
+import { realpath, stat, utimes } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
+import { removeFile } from '../io/durable.js';
 import { DiskchainError, isDiskchainError } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import type { ByteSource } from '../io/byte-source.js';
@@ -424,7 +425,7 @@ async function removeStep(r: Run): Promise<'done'> {
   if (!journal.keep) {
     for (const layer of journal.layers) {
       if (!(await checkLayer(r, layer))) continue; // deleted before an interruption
-      await rm(layer.path);
+      await removeFile(layer.path);
       r.removed.push(layer.path);
     }
     for (const folder of new Set(journal.layers.map((l) => dirname(l.path)))) await syncFolder(folder);
