@@ -18,21 +18,13 @@ import { merge } from '../src/ops/merge.js';
 import { abandonMerge } from '../src/ops/merge-abandon.js';
 import type { MergePhase } from '../src/ops/merge-journal.js';
 import { buildChain, chainHash } from './helpers/merge-chain.js';
-import { fullDiskAfter } from './helpers/full-disk.js';
+import { fullDiskAfter, intercepting } from './helpers/full-disk.js';
+import { rejectsWith } from './helpers/rejects.js';
 import { requireOracle } from './helpers/oracles.js';
 import { CLI } from './helpers/serve-cli.js';
 import { MIB, fileSha256, randomBytesFrom, tempDir } from './helpers/vhdx-util.js';
 
 const FORMATS = ['vhdx', 'vhd'] as const;
-
-async function rejectsWith(p: Promise<unknown>, code: string, pattern: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(isDiskchainError(e), `a DiskchainError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    assert.match(e.message, pattern);
-    return true;
-  });
-}
 
 const shas = (files: string[]): string[] => files.map((f) => (existsSync(f) ? fileSha256(f) : 'missing'));
 const journals = (dir: string): string[] => readdirSync(dir).filter((n) => n.endsWith('.diskchain-merge.json'));
@@ -102,26 +94,16 @@ for (const format of FORMATS) {
       const expectedChild = await chainHash(c2!);
       // The target's writes are damaged on their way (a bad cable, a bug): one byte of the first data piece flips.
       let flipped = false;
-      const damaging = (inner: ByteSource): ByteSource => ({
-        name: inner.name,
-        readOnly: inner.readOnly,
-        size: () => inner.size(),
-        read: (t, o) => inner.read(t, o),
-        readAvailable: (t, o) => inner.readAvailable(t, o),
-        write: async (d, o) => {
-          if (!flipped && d.length >= 1024 * 1024 && d.some((b) => b !== 0)) {
+      const damaging = (inner: ByteSource): ByteSource =>
+        intercepting(inner, {
+          write: async (d, o) => {
+            if (flipped || d.length < 1024 * 1024 || !d.some((b) => b !== 0)) return inner.write(d, o);
             flipped = true;
             const bad = Uint8Array.from(d);
             bad[4096] = bad[4096]! ^ 0xff;
             return inner.write(bad, o);
-          }
-          return inner.write(d, o);
-        },
-        ...(inner.writeParts ? { writeParts: (parts: readonly Uint8Array[], o: number) => inner.writeParts!(parts, o) } : {}),
-        truncate: (n) => inner.truncate(n),
-        flush: () => inner.flush(),
-        close: () => inner.close(),
-      });
+          },
+        });
       const leafBefore = shas([c3!]);
       await rejectsWith(merge(c2!, { verify: true, wrapTargetSource: damaging }), 'VERIFY_MISMATCH', /does not read as .*c2\.a.* did.*stopped before anything was handed over or removed/);
       assert.ok(flipped, 'the damage was injected');

@@ -8,24 +8,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createChild } from '../src/api/create.js';
 import { openChain, openDisk, withChain } from '../src/chain/open-chain.js';
-import { isDiskchainError } from '../src/io/errors.js';
 import { merge } from '../src/ops/merge.js';
 import { rebase } from '../src/ops/rebase.js';
 import { reparent } from '../src/ops/reparent.js';
 import { measureChain } from '../src/ops/measure.js';
 import { buildChain, chainHash, restore } from './helpers/merge-chain.js';
 import { fullDiskAfter } from './helpers/full-disk.js';
+import { rejectsWith } from './helpers/rejects.js';
 import { writeWithoutLocks } from './helpers/foreign-write.js';
 import { MIB, fileSha256, randomBytesFrom, tempDir } from './helpers/vhdx-util.js';
-
-async function rejectsWith(p: Promise<unknown>, code: string, pattern: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(isDiskchainError(e), `a DiskchainError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    assert.match(e.message, pattern);
-    return true;
-  });
-}
 
 function shas(files: string[]): string[] {
   return files.map((f) => (existsSync(f) ? fileSha256(f) : 'missing'));

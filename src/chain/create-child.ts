@@ -14,12 +14,10 @@ export interface CreateChildOptions {
  */
 export async function createChild(childPath: string, parentPath: string, options: CreateChildOptions = {}): Promise<VirtualDisk> {
   const parent = await openDisk(parentPath);
-  let spec: ParentSpec;
-  let format: FormatName;
   try {
     if (parent.format === 'raw') throw new DiskchainError('UNSUPPORTED', 'a raw image cannot be a parent', { file: parentPath });
-    format = parent.format;
-    spec = {
+    const format: FormatName = parent.format;
+    const spec: ParentSpec = {
       identity: parent.identity(),
       virtualSize: parent.virtualSize,
       logicalSectorSize: parent.logicalSectorSize,
@@ -27,10 +25,12 @@ export async function createChild(childPath: string, parentPath: string, options
       ...parentPaths(childPath, parentPath),
       ...diskIdOf(parent),
     };
+    // The parent stays open (read-locked) until the child exists: nobody writes it in between, so
+    // the identity recorded is the parent's (docs/locking.md).
+    return await createDisk(childPath, format, { diskType: 'differencing', virtualSize: spec.virtualSize, parent: spec, ...(options.blockSize ? { blockSize: options.blockSize } : {}) });
   } finally {
     await parent.close();
   }
-  return createDisk(childPath, format, { diskType: 'differencing', virtualSize: spec.virtualSize, parent: spec, ...(options.blockSize ? { blockSize: options.blockSize } : {}) });
 }
 
 function diskIdOf(disk: VirtualDisk): { parentDiskId?: string } {
