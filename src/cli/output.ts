@@ -44,7 +44,8 @@ Exit codes:
   130  cancelled (Ctrl-C)
   141  the output was closed early (e.g. piped into head): the command stops quietly`;
 
-function exitCodeFor(code: ErrorCode): number {
+/** The exit code of an error code (every code has one; EXIT_CODES_HELP documents them). */
+export function exitCodeFor(code: ErrorCode): number {
   switch (code) {
     case 'INVALID_ARGUMENT':
     case 'OUT_OF_RANGE':
