@@ -292,7 +292,7 @@ test('every error code maps to an exit code that --help documents', () => {
   const codes: ErrorCode[] = [
     'CORRUPT', 'TRUNCATED', 'UNSUPPORTED', 'UNKNOWN_FORMAT', 'INVALID_ARGUMENT', 'READ_ONLY', 'OUT_OF_RANGE', 'PARENT_NOT_FOUND', 'PARENT_MISMATCH',
     'CHAIN_CYCLE', 'CHAIN_TOO_DEEP', 'PATH_NOT_ALLOWED', 'NO_SPACE', 'HAS_DEPENDENTS', 'JOURNAL_MISMATCH', 'ABORTED', 'QEMU_FAILED', 'QMP_ERROR',
-    'QMP_CLOSED', 'TIMEOUT', 'IO', 'LOCKED', 'VM_BUSY', 'NOT_FOUND', 'CHECKPOINT_NOT_FOUND', 'AMBIGUOUS', 'MANIFEST_INVALID', 'EXISTS', 'FORBIDDEN',
+    'QMP_CLOSED', 'TIMEOUT', 'IO', 'LOCKED', 'VM_BUSY', 'VM_STATE', 'NOT_FOUND', 'CHECKPOINT_NOT_FOUND', 'AMBIGUOUS', 'MANIFEST_INVALID', 'EXISTS', 'FORBIDDEN',
   ];
   const documented = new Set([...EXIT_CODES_HELP.matchAll(/^ {2}(\d+)\s/gm)].map((m) => Number(m[1])));
   for (const code of codes) assert.ok(documented.has(exitCodeFor(code)), `${code} -> ${exitCodeFor(code)}`);

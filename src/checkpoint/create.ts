@@ -120,10 +120,16 @@ export function childFileBytes(format: 'vhdx' | 'vhd' | 'raw', virtualSize: numb
   return 4 * MIB + Math.ceil((Math.ceil(virtualSize / (2 * MIB)) * 2 * 8) / MIB) * MIB;
 }
 
-/** NO_SPACE, before anything is written, when the new files do not fit. */
-export async function forecastCheckpoint(vm: VmFolder, sizes: Map<string, number>): Promise<number> {
+/** An upper bound of what a checkpoint's new files take: one child per disk, its config and the record. */
+export function checkpointBytes(vm: VmFolder, sizes: Map<string, number>): number {
   let bytes = 8192; // config.json and the record
   for (const d of vm.manifest.disks) bytes += childFileBytes(d.format, sizes.get(d.id) ?? 0);
+  return bytes;
+}
+
+/** NO_SPACE, before anything is written, when the new files do not fit. */
+export async function forecastCheckpoint(vm: VmFolder, sizes: Map<string, number>): Promise<number> {
+  const bytes = checkpointBytes(vm, sizes);
   await ensureSpace(vm.path(`${DISKS_DIR}/x`), bytes, 'the checkpoint');
   return bytes;
 }

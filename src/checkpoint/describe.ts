@@ -9,7 +9,7 @@ import { bytesOnDisk } from './collapse.js';
 import type { VmFolder } from './folder.js';
 import { childCheckpoints, childNodes, chainOf, namesOfNodes, nodeById } from './graph.js';
 import type { Checkpoint, CheckpointType, VmConfig } from './manifest.js';
-import { forecastRemoval, planRemove } from './remove.js';
+import { forecastRemove } from './forecast.js';
 import { listRecords, readRecord } from './transaction.js';
 
 export interface CheckpointDescription {
@@ -79,12 +79,7 @@ export async function describeVm(vm: VmFolder, options: DescribeOptions = {}): P
   const checkpoints: CheckpointDescription[] = [];
   for (const c of m.checkpoints) {
     let reclaimBytes: number | null = null;
-    if ((options.reclaim ?? true) && pending.length === 0) {
-      const { plan, unnamed } = planRemove(m, new Set([c.id]));
-      const deleted = plan.removes.filter((f) => m.nodes.some((n) => n.file === f));
-      reclaimBytes = (await sidecarBytes(c)) + deleted.reduce((s, f) => s + (sizes.get(m.nodes.find((n) => n.file === f)!.id) ?? 0), 0);
-      for (const f of await forecastRemoval(vm, plan.manifest, unnamed, options.signal)) reclaimBytes += f.reclaimBytes;
-    }
+    if ((options.reclaim ?? true) && pending.length === 0) reclaimBytes = (await forecastRemove(vm, c, false, options.signal)).bytesReclaimed;
     checkpoints.push({
       id: c.id,
       name: c.name,

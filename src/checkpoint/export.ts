@@ -44,6 +44,21 @@ export interface ExportResult {
 /** Marks a staging folder as ours, so only ours is ever replaced. */
 const STAGING_MARK = '.diskchain-export';
 
+/** Upper bound of the flattened copies' bytes (measured from the allocation maps; nothing is written). */
+export async function exportBytes(vm: VmFolder, c: Checkpoint, format?: ExportFormat, signal?: AbortSignal): Promise<number> {
+  let needed = 0;
+  for (const d of vm.manifest.disks) {
+    const chain = await openNodeChain(vm, c.disks[d.id]!, { allowSkips: true });
+    try {
+      const measure = await measureChain(chain, signal ? { signal } : {});
+      needed += measure.convert[format ?? d.format];
+    } finally {
+      await chain.close();
+    }
+  }
+  return needed;
+}
+
 export async function exportCheckpoint(vm: VmFolder, c: Checkpoint, target: string, options: ExportOptions = {}): Promise<ExportResult> {
   const folder = resolve(target);
   const existing = await lstat(folder).catch(() => undefined);
@@ -58,16 +73,7 @@ export async function exportCheckpoint(vm: VmFolder, c: Checkpoint, target: stri
   const m = vm.manifest;
   const config = await readCheckpointConfig(vm, c);
   // Forecast: the flattened copies' upper bounds against the target's free space.
-  let needed = 0;
-  for (const d of m.disks) {
-    const chain = await openNodeChain(vm, c.disks[d.id]!, { allowSkips: true });
-    try {
-      const measure = await measureChain(chain, options.signal ? { signal: options.signal } : {});
-      needed += measure.convert[options.format ?? d.format];
-    } finally {
-      await chain.close();
-    }
-  }
+  const needed = await exportBytes(vm, c, options.format, options.signal);
   await ensureSpace(join(dirname(folder), 'x'), needed, `exporting "${c.name}"`);
   await mkdir(staging, { recursive: true });
   await writeFile(join(staging, STAGING_MARK), '');

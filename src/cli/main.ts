@@ -20,9 +20,13 @@ useLinkStore(defaultLinkStorePath());
 
 // A reader that stops early (`diskchain read disk | head -c 10`) closes the pipe: stop quietly with the
 // exit code a process killed by SIGPIPE has. Output is printed after a change is complete, so nothing is
-// left half done (read only reads).
+// left half done (read only reads). The long-running servers (serve, console, a VM's worker) keep
+// running instead: their clients, not their output, decide when they stop.
+const SERVERS = new Set(['serve', 'console', 'vm start', 'vm worker']);
+let server = false;
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (server) return;
     if (e.code === 'EPIPE') process.exit(EXIT.closedPipe);
     throw e;
   });
@@ -38,7 +42,11 @@ program
   .exitOverride()
   .showHelpAfterError();
 
-program.hook('preAction', () => setQuiet(program.opts<{ quiet?: boolean }>().quiet ?? false));
+program.hook('preAction', (_program, command) => {
+  setQuiet(program.opts<{ quiet?: boolean }>().quiet ?? false);
+  const parent = command.parent && command.parent !== program ? `${command.parent.name()} ` : '';
+  server = SERVERS.has(parent + command.name());
+});
 
 async function run(action: () => Promise<number>, json: boolean): Promise<void> {
   try {

@@ -79,14 +79,19 @@ export class Jobs {
     return () => this.listeners.delete(listener);
   }
 
-  start(spec: JobSpec): JobView {
+  /** LOCKED when a running job holds one of `locks` (or a path inside or around one). */
+  assertFree(locks: string[]): void {
     for (const other of this.jobs.values()) {
       if (other.view.state !== 'running') continue;
-      const clash = spec.locks.find((l) => other.view.locks.some((o) => overlaps(l, o)));
+      const clash = locks.find((l) => other.view.locks.some((o) => overlaps(l, o)));
       if (clash !== undefined) {
         throw new DiskchainError('LOCKED', `${clash} is in use by the running job "${other.view.title}"; wait for it or cancel it`, { file: clash, job: other.view.id });
       }
     }
+  }
+
+  start(spec: JobSpec): JobView {
+    this.assertFree(spec.locks);
     const controller = new AbortController();
     const view: JobView = {
       id: randomUUID(), kind: spec.kind, title: spec.title, locks: spec.locks, about: spec.about ?? {}, state: 'running', progress: null, phase: null,

@@ -10,6 +10,8 @@ import type { Roots } from './roots.js';
 import { registerDiskRoutes } from './routes-disks.js';
 import { registerJobRoutes } from './routes-jobs.js';
 import { registerRecoveryRoutes } from './routes-recovery.js';
+import { registerVmActionRoutes } from './routes-vm-actions.js';
+import { registerVmRoutes } from './routes-vms.js';
 import { cookieName, guard } from './security.js';
 
 export interface ConsoleContext {
@@ -66,6 +68,8 @@ export async function buildServer(ctx: ConsoleContext): Promise<FastifyInstance>
   registerJobRoutes(app, ctx);
   registerDiskRoutes(app, ctx);
   registerRecoveryRoutes(app, ctx);
+  registerVmRoutes(app, ctx);
+  registerVmActionRoutes(app, ctx);
   return app;
 }
 

@@ -1,0 +1,114 @@
+// VM actions, each through the same library call as its CLI command (src/api/vm.ts): create a
+// checkpoint, apply, remove (or a subtree), rename, export, and a group checkpoint of several VMs.
+// Each runs as a job that holds the VM folder (and an export's target), so a second action on the same
+// VM is refused with LOCKED before it starts; the engine's own lock (vm.lock) keeps other programs out.
+// Rename is instant: it answers directly, after the same LOCKED check.
+import type { FastifyInstance } from 'fastify';
+import { groupCheckpoint, withVm } from '../api/index.js';
+import type { JobContext } from './jobs.js';
+import type { ConsoleContext } from './server.js';
+
+const str = (max: number) => ({ type: 'string', minLength: 1, maxLength: max }) as const;
+const PATH = str(4096);
+const REF = str(200);
+/** Hyper-V's limit is 100 characters; the engine says so (INVALID_ARGUMENT) for longer names. */
+const NAME = str(1000);
+
+function body(properties: Record<string, object>, required: string[]) {
+  return { schema: { body: { type: 'object', properties, required, additionalProperties: false } } } as const;
+}
+
+const options = (ctx: JobContext) => ({ signal: ctx.signal, onProgress: ctx.onProgress });
+
+export function registerVmActionRoutes(app: FastifyInstance, { roots, jobs }: ConsoleContext): void {
+  app.post<{ Body: { path: string; name?: string } }>('/api/vm/checkpoint', body({ path: PATH, name: NAME }, ['path']), async (req) => {
+    const folder = await roots.existing(req.body.path);
+    const { name } = req.body;
+    const job = jobs.start({
+      kind: 'checkpoint',
+      title: `Create checkpoint${name ? ` "${name}"` : ''} of ${folder}`,
+      locks: [folder],
+      about: { vm: folder, action: 'checkpoint' },
+      run: (ctx) => withVm(folder, { command: 'console: checkpoint create' }, (vm) => vm.checkpoint({ ...(name ? { name } : {}), ...options(ctx) })),
+    });
+    return { job };
+  });
+
+  app.post<{ Body: { path: string; checkpoint: string; checkpointFirst: boolean; name?: string } }>(
+    '/api/vm/apply',
+    body({ path: PATH, checkpoint: REF, checkpointFirst: { type: 'boolean' }, name: NAME }, ['path', 'checkpoint', 'checkpointFirst']),
+    async (req) => {
+      const folder = await roots.existing(req.body.path);
+      const { checkpoint, checkpointFirst, name } = req.body;
+      const job = jobs.start({
+        kind: 'apply',
+        title: `Apply checkpoint ${checkpoint.slice(0, 8)} to ${folder}${checkpointFirst ? ' (Now saved first)' : ' (Now discarded)'}`,
+        locks: [folder],
+        about: { vm: folder, checkpoint, action: 'apply' },
+        run: (ctx) => withVm(folder, { command: 'console: checkpoint apply' }, (vm) => vm.apply(checkpoint, { checkpointFirst: checkpointFirst ? (name ?? true) : false, ...options(ctx) })),
+      });
+      return { job };
+    },
+  );
+
+  app.post<{ Body: { path: string; checkpoint: string; subtree: boolean } }>(
+    '/api/vm/remove',
+    body({ path: PATH, checkpoint: REF, subtree: { type: 'boolean' } }, ['path', 'checkpoint', 'subtree']),
+    async (req) => {
+      const folder = await roots.existing(req.body.path);
+      const { checkpoint, subtree } = req.body;
+      const job = jobs.start({
+        kind: 'remove',
+        title: `Remove checkpoint ${checkpoint.slice(0, 8)}${subtree ? ' and its subtree' : ''} from ${folder}`,
+        locks: [folder],
+        about: { vm: folder, checkpoint, action: subtree ? 'remove-subtree' : 'remove' },
+        run: (ctx) => withVm(folder, { command: 'console: checkpoint remove' }, (vm) => vm.remove(checkpoint, { subtree, ...options(ctx) })),
+      });
+      return { job };
+    },
+  );
+
+  app.post<{ Body: { path: string; checkpoint: string; name: string } }>('/api/vm/rename', body({ path: PATH, checkpoint: REF, name: NAME }, ['path', 'checkpoint', 'name']), async (req) => {
+    const folder = await roots.existing(req.body.path);
+    jobs.assertFree([folder]);
+    const result = await withVm(folder, { command: 'console: checkpoint rename' }, (vm) => vm.rename(req.body.checkpoint, req.body.name));
+    return { result };
+  });
+
+  app.post<{ Body: { path: string; checkpoint: string; target: string; format?: 'vhdx' | 'vhd' | 'raw' } }>(
+    '/api/vm/export',
+    body({ path: PATH, checkpoint: REF, target: PATH, format: { enum: ['vhdx', 'vhd', 'raw'] } }, ['path', 'checkpoint', 'target']),
+    async (req) => {
+      const folder = await roots.existing(req.body.path);
+      const target = await roots.fresh(req.body.target);
+      const { checkpoint, format } = req.body;
+      const job = jobs.start({
+        kind: 'export',
+        title: `Export checkpoint ${checkpoint.slice(0, 8)} to ${target}`,
+        // The export reads the VM (its read lock) and creates the target and its staging folder beside it.
+        locks: [folder, target, `${target}.diskchain-partial`],
+        about: { vm: folder, checkpoint, action: 'export' },
+        run: (ctx) => withVm(folder, { lock: 'read', command: 'console: checkpoint export' }, (vm) => vm.export(checkpoint, target, { ...(format ? { format } : {}), ...options(ctx) })),
+      });
+      return { job };
+    },
+  );
+
+  app.post<{ Body: { paths: string[]; name?: string } }>(
+    '/api/vms/checkpoint',
+    body({ paths: { type: 'array', items: PATH, minItems: 2, maxItems: 64, uniqueItems: true }, name: NAME }, ['paths']),
+    async (req) => {
+      const folders: string[] = [];
+      for (const p of req.body.paths) folders.push(await roots.existing(p));
+      const { name } = req.body;
+      const job = jobs.start({
+        kind: 'group-checkpoint',
+        title: `Group checkpoint${name ? ` "${name}"` : ''} of ${folders.length} VMs`,
+        locks: folders,
+        about: { action: 'group-checkpoint', vms: folders.join('\n') },
+        run: (ctx) => groupCheckpoint(folders, { ...(name ? { name } : {}), command: 'console: checkpoint create (group)', ...options(ctx) }),
+      });
+      return { job };
+    },
+  );
+}

@@ -1,0 +1,115 @@
+// VMs, read-only: the VM folders under the roots (listVms) with their sizes and the space of their file
+// systems, one VM described (its checkpoint tree with Now, its disk chains, pending operations), and the
+// forecast of an operation before it runs (what it deletes, merges and needs). Nothing here writes:
+// every VM is opened without its lock, as `vm show` and `checkpoint list` open it.
+import { stat } from 'node:fs/promises';
+import type { FastifyInstance } from 'fastify';
+import { listVms, openVm, withVm, type OperationForecast, type VmDescription, type VmListEntry } from '../api/index.js';
+import type { Jobs } from './jobs.js';
+import { requestSignal, spaceOf, type Space } from './routes-disks.js';
+import type { ConsoleContext } from './server.js';
+
+/** What the page shows for a VM's state until VMs can run: off, busy (a job of this console), an interrupted operation, or unreadable. */
+export type VmState = 'off' | 'busy' | 'pending' | 'unreadable';
+
+export interface VmRow extends VmListEntry {
+  state: VmState;
+  /** Bytes on disk of every file the manifest names (null when unreadable). */
+  bytes: number | null;
+  /** Index into `spaces`: the file system that holds the VM. */
+  space: number;
+}
+
+export interface VmsView {
+  vms: VmRow[];
+  spaces: Space[];
+}
+
+export interface VmView {
+  vm: VmDescription;
+  state: VmState;
+  space: Space;
+}
+
+export interface ForecastView {
+  forecast: OperationForecast;
+  space: Space;
+}
+
+export const vmPathQuery = { type: 'object', properties: { path: { type: 'string', minLength: 1, maxLength: 4096 } }, required: ['path'], additionalProperties: false } as const;
+
+function stateOf(jobs: Jobs, folder: string, pending: number, unreadable: boolean): VmState {
+  if (unreadable) return 'unreadable';
+  if (jobs.list().some((j) => j.state === 'running' && j.locks.includes(folder))) return 'busy';
+  return pending > 0 ? 'pending' : 'off';
+}
+
+export function registerVmRoutes(app: FastifyInstance, { roots, jobs }: ConsoleContext): void {
+  app.get('/api/vms', async (): Promise<VmsView> => {
+    const entries = await listVms(roots.paths);
+    const spaces: Space[] = [];
+    const devices: number[] = [];
+    const vms: VmRow[] = [];
+    for (const e of entries) {
+      const dev = (await stat(e.folder)).dev;
+      let space = devices.indexOf(dev);
+      if (space < 0) {
+        space = devices.push(dev) - 1;
+        spaces.push(await spaceOf(e.folder));
+      }
+      let bytes: number | null = null;
+      if (!e.error) bytes = await withVm(e.folder, { lock: 'none', command: 'console' }, async (vm) => (await vm.describe({ reclaim: false })).bytes).catch(() => null);
+      vms.push({ ...e, state: stateOf(jobs, e.folder, e.pending, e.error !== null || bytes === null), bytes, space });
+    }
+    return { vms, spaces };
+  });
+
+  app.get<{ Querystring: { path: string } }>('/api/vm', { schema: { querystring: vmPathQuery } }, async (req): Promise<VmView> => {
+    const folder = await roots.existing(req.query.path);
+    const vm = await openVm(folder, { lock: 'none', command: 'console' });
+    try {
+      // Reclaim bytes read every layer's allocation map: not while a job of this console rewrites them.
+      const busy = stateOf(jobs, folder, 0, false) === 'busy';
+      const description = await vm.describe({ reclaim: !busy, signal: requestSignal(req) });
+      return { vm: description, state: stateOf(jobs, folder, description.pending.length, false), space: await spaceOf(folder) };
+    } finally {
+      await vm.close();
+    }
+  });
+
+  app.post<{ Body: { path: string; operation: 'create' | 'apply' | 'remove' | 'export'; checkpoint?: string; checkpointFirst?: boolean; subtree?: boolean; format?: 'vhdx' | 'vhd' | 'raw' } }>(
+    '/api/vm/forecast',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          properties: {
+            path: { type: 'string', minLength: 1, maxLength: 4096 },
+            operation: { enum: ['create', 'apply', 'remove', 'export'] },
+            checkpoint: { type: 'string', minLength: 1, maxLength: 200 },
+            checkpointFirst: { type: 'boolean' },
+            subtree: { type: 'boolean' },
+            format: { enum: ['vhdx', 'vhd', 'raw'] },
+          },
+          required: ['path', 'operation'],
+          additionalProperties: false,
+        },
+      },
+    },
+    async (req): Promise<ForecastView> => {
+      const b = req.body;
+      const folder = await roots.existing(b.path);
+      jobs.assertFree([folder]);
+      const request =
+        b.operation === 'create'
+          ? { operation: 'create' as const }
+          : b.operation === 'apply'
+            ? { operation: 'apply' as const, checkpointFirst: b.checkpointFirst ?? true }
+            : b.operation === 'remove'
+              ? { operation: 'remove' as const, subtree: b.subtree ?? false }
+              : { operation: 'export' as const, ...(b.format ? { format: b.format } : {}) };
+      const forecast = await withVm(folder, { lock: 'none', command: 'console' }, (vm) => vm.forecast(b.checkpoint ?? null, request, { signal: requestSignal(req) }));
+      return { forecast, space: await spaceOf(folder) };
+    },
+  );
+}
