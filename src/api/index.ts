@@ -37,6 +37,7 @@ export { scanFolders, shellQuote, type PlanStep, type ScanOptions, type ScanRepo
 export { merge, type MergeOptions, type MergeResult } from '../ops/merge.js';
 export { rebase, type RebaseOptions, type RebaseResult } from '../ops/rebase.js';
 export { reparent, type ReparentOptions, type ReparentResult } from '../ops/reparent.js';
+export { resize, type ResizeCallOptions, type ResizeResult } from './resize.js';
 export { measureChain, type Measure, type MergeMeasure } from '../ops/measure.js';
 export { hashChain } from '../ops/hash.js';
 export { resolveParent, type ParentSearchOptions, type ResolvedParent } from '../chain/resolve-parent.js';
@@ -67,6 +68,7 @@ export {
   type VmFinding,
   type GroupCheckpointOptions,
   type GroupCheckpointResult,
+  type GroupRemoveResult,
   type Manifest,
   type RecoveryReport,
   type Transaction,

@@ -134,6 +134,25 @@ export function registerVmCommands(program: Command, run: Run): void {
       }, opts.json ?? false),
     );
 
+  vm.command('resize-disk')
+    .description("Resize-VHD on the VM's disk (grow; shrink a VHDX only when nothing allocated lies beyond the new end). Refused while the VM has checkpoints: remove them, or export a checkpoint to a new VM and resize that")
+    .argument('<vm>')
+    .argument('<disk>', 'the disk id (disk0, disk1, ...)')
+    .requiredOption('--size <size>', 'the new virtual size (e.g. 20G)')
+    .option('--json', 'print JSON')
+    .action((folder: string, disk: string, opts: { size: string; json?: boolean }) =>
+      run(
+        () =>
+          withVm(folder, { command: 'vm resize-disk' }, async (v) => {
+            const r = await v.resizeDisk(disk, parseSize(opts.size, '--size'));
+            if (opts.json) printJson(r);
+            else process.stdout.write(`resized ${r.vm}'s ${r.disk} (${r.path}) from ${formatBytes(r.previousSize)} to ${formatBytes(r.size)}\n`);
+            return EXIT.ok;
+          }),
+        opts.json ?? false,
+      ),
+    );
+
   vm.command('check')
     .description('report what is on disk and not in the tree (crash leftovers, stray layers) and the reverse, with a safe plan; --repair finishes or rolls back an interrupted operation, deletes our leftovers and merges unnamed layers down to one child')
     .argument('<vm>')
