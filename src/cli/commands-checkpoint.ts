@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { groupCheckpoint, groupRemove, withVm, type VmDescription } from '../api/vm.js';
 import { applyVm, checkpointVm } from '../api/vm-runtime.js';
 import { DiskchainError } from '../io/errors.js';
-import { EXIT, interruptSignal, printJson, progressBar, type Run } from './output.js';
+import { EXIT, interruptSignal, printJson, say, progressBar, type Run } from './output.js';
 import { formatBytes } from './sizes.js';
 
 /** The tree, Now under its parent, as Hyper-V Manager's checkpoint pane shows it. */
@@ -46,7 +46,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
         if (folders.length > 1) {
           const result = await groupCheckpoint(folders, { ...(opts.name ? { name: opts.name } : {}), signal: interruptSignal() });
           if (opts.json) printJson(result);
-          else process.stdout.write(`group ${result.group}:\n${result.checkpoints.map((c) => `  ${c.vm}: ${checkpointLine(c.checkpoint)}`).join('\n')}\n`);
+          else say(`group ${result.group}:\n${result.checkpoints.map((c) => `  ${c.vm}: ${checkpointLine(c.checkpoint)}`).join('\n')}\n`);
           return EXIT.ok;
         }
         if (opts.type !== undefined && opts.type !== 'standard' && opts.type !== 'production') throw new DiskchainError('INVALID_ARGUMENT', `--type "${opts.type}" is not standard or production`);
@@ -57,7 +57,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
           const lines = [`created ${c.type} checkpoint ${checkpointLine(c)}`, ...c.disks.map((d) => `  ${d.id}: froze ${d.file}`)];
           if (r.running) lines.push(`  the guest was paused ${r.pauseMs.toFixed(1)} ms${r.frozen !== null ? `; ${r.frozen} file system(s) frozen ${r.frozenMs!.toFixed(0)} ms` : ''}${r.stateBytes !== null ? `; memory state ${formatBytes(r.stateBytes)}` : ''}`);
           if (r.fallback) lines.push(`  standard, not production: ${r.fallback}`);
-          process.stdout.write(lines.join('\n') + '\n');
+          say(lines.join('\n') + '\n');
         }
         return EXIT.ok;
       }, opts.json ?? false),
@@ -99,7 +99,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
               ...(r.savedFirst ? [`saved Now first as ${checkpointLine(r.savedFirst)}${r.checkpointFirstPauseMs !== null ? ` (the guest paused ${r.checkpointFirstPauseMs.toFixed(1)} ms)` : ''}`] : [`discarded Now (${r.discarded.join(', ') || 'nothing'})`]),
               `applied "${r.applied.name}" (${r.applied.id}): Now starts from it; ${then}`,
             ];
-            process.stdout.write(lines.join('\n') + '\n');
+            say(lines.join('\n') + '\n');
           }
           return EXIT.ok;
         } finally {
@@ -124,7 +124,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
             const results = await groupRemove(args, opts.group, common);
             bar.stop();
             if (opts.json) printJson(results);
-            else process.stdout.write(results.vms.map((r) => `${r.folder}: removed ${r.result.removed.map((c) => `"${c.name}"`).join(', ')}`).join('\n') + '\n');
+            else say(results.vms.map((r) => `${r.folder}: removed ${r.result.removed.map((c) => `"${c.name}"`).join(', ')}`).join('\n') + '\n');
             return EXIT.ok;
           }
           const ref = opts.checkpoint ?? (args.length === 2 ? args[1] : undefined);
@@ -160,7 +160,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
           withVm(folder, { command: 'checkpoint rename' }, async (vm) => {
             const r = await vm.rename(ref, name);
             if (opts.json) printJson(r);
-            else process.stdout.write(`renamed "${r.previous}" to "${r.name}" (${r.id})\n`);
+            else say(`renamed "${r.previous}" to "${r.name}" (${r.id})\n`);
             return EXIT.ok;
           }),
         opts.json ?? false,
@@ -185,7 +185,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
               const r = await vm.export(ref, target, { ...(format ? { format } : {}), signal: interruptSignal(), onProgress: bar.onProgress });
               bar.stop();
               if (opts.json) printJson(r);
-              else process.stdout.write(`exported "${r.checkpoint.name}" to ${r.folder}\n${r.disks.map((d) => `  ${d.id}: ${d.path}`).join('\n')}\n`);
+              else say(`exported "${r.checkpoint.name}" to ${r.folder}\n${r.disks.map((d) => `  ${d.id}: ${d.path}`).join('\n')}\n`);
               return EXIT.ok;
             } finally {
               bar.stop();
