@@ -7,7 +7,8 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { convert, partialPath } from '../src/api/convert.js';
 import { isDiskchainError } from '../src/io/errors.js';
-import { FIXTURES, qemuImg, requireOracle } from './helpers/oracles.js';
+import { qemuImg, requireOracle } from './helpers/oracles.js';
+import { realFixture } from './helpers/fixtures.js';
 
 const CLI = new URL('../bin/diskchain.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'diskchain-cli-'));
@@ -62,7 +63,7 @@ test('commands that only read leave every file byte-for-byte unchanged', () => {
 
 test('a dirty-log fixture: info and check do not touch it; convert replays in memory', (t) => {
   const copy = join(dir, 'dirty.vhdx');
-  copyFileSync(FIXTURES + 'win10-1703-dynamic-1G-dirtylog.vhdx', copy);
+  copyFileSync(realFixture('win10-1703-dynamic-1G-dirtylog.vhdx'), copy);
   const before = sha(copy);
   const info = JSON.parse(dc(['info', copy, '--json']).stdout);
   assert.match(String(info.details.logReplayedIn), /memory/);

@@ -15,22 +15,15 @@ import { execFileSync } from 'node:child_process';
 import { checkDisk } from '../src/api/check.js';
 import { createChild, createDisk } from '../src/api/create.js';
 import { openChain } from '../src/chain/open-chain.js';
-import { GUEST_LAYOUT, GuestVm, parseGuestDisk, requireGuest, tempFolder } from './helpers/guest.js';
+import { GUEST_LAYOUT, GuestVm, parseGuestDisk, readGuestView, requireGuest, tempFolder, type GuestDiskView } from './helpers/guest.js';
 import { requireOracle } from './helpers/oracles.js';
 import { serveCli } from './helpers/serve-cli.js';
 import { describeFindings, MIB, randomBytesFrom } from './helpers/vhdx-util.js';
 
 const fileSha = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
 
-async function guestView(leaf: string): Promise<ReturnType<typeof parseGuestDisk>> {
-  const chain = await openChain(leaf);
-  try {
-    const bytes = new Uint8Array(GUEST_LAYOUT.minDiskBytes);
-    await chain.read(bytes, 0);
-    return parseGuestDisk(bytes);
-  } finally {
-    await chain.close();
-  }
+async function guestView(leaf: string): Promise<GuestDiskView> {
+  return readGuestView(await openChain(leaf));
 }
 
 test('QEMU boots the test guest from a served differencing VHDX chain and writes into the checkpoint\'s child', { timeout: 240_000 }, async (t) => {

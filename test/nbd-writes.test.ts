@@ -11,8 +11,8 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { checkDisk } from '../src/api/check.js';
 import { createChild, createDisk } from '../src/api/create.js';
-import { openChain } from '../src/chain/open-chain.js';
 import { buildChain, restore } from './helpers/merge-chain.js';
+import { readChain } from './helpers/read-chain.js';
 import { CMD, FLAG, NbdClient } from './helpers/nbd-client.js';
 import { serveChain } from './helpers/nbd-serve.js';
 import { describeFindings, MIB, randomBytesFrom, tempDir } from './helpers/vhdx-util.js';
@@ -27,17 +27,6 @@ before(async () => {
   pristine.vhd = await buildChain(join(dir, 'vhd'), 'vhd', 22, SIZE);
 });
 after(() => cleanup?.());
-
-async function readChain(leaf: string): Promise<Uint8Array> {
-  const chain = await openChain(leaf);
-  try {
-    const out = new Uint8Array(chain.virtualSize);
-    await chain.read(out, 0);
-    return out;
-  } finally {
-    await chain.close();
-  }
-}
 
 /** Compares outside the undefined (trimmed, not since rewritten) bytes. */
 function assertModel(actual: Uint8Array, model: Uint8Array, undefinedBytes: Uint8Array, what: string): void {

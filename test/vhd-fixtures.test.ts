@@ -4,25 +4,10 @@ import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import { vhdDriver } from '../src/formats/vhd/driver.js';
 import { FileSource } from '../src/io/file-source.js';
-import { FIXTURES } from './helpers/oracles.js';
+import { realFixture, realFixtures } from './helpers/fixtures.js';
 import { diskSha256 } from './helpers/vhd-util.js';
 
-interface ManifestEntry {
-  file: string;
-  format: string;
-  diskType: string;
-  virtualSize: number;
-  blockSize: number | null;
-  fileSha256: string;
-  contentSha256: string | null;
-  contentSha256OverZeroParent?: string;
-  vhd: { uniqueId: string; geometry: { cylinders: number; heads: number; sectorsPerTrack: number }; allocatedBlocks?: number };
-  parent: { parentUniqueId: string; parentUnicodeName: string; locators: Array<{ platformCode: string; value: string }> } | null;
-  dataExtents?: Array<[number, number]>;
-}
-
-const manifest = JSON.parse(readFileSync(`${FIXTURES}manifest.json`, 'utf8')) as ManifestEntry[];
-const vhds = manifest.filter((e) => e.format === 'VHD');
+const vhds = realFixtures().filter((e) => e.expected.format === 'VHD');
 const HUGE = 1024 ** 3;
 
 function fileSha(path: string): string {
@@ -33,11 +18,11 @@ test('the manifest lists VHD fixtures', () => {
   assert.ok(vhds.length >= 6, `found ${vhds.length}`);
 });
 
-for (const entry of vhds) {
-  test(`fixture ${entry.file}: probes, opens and reads as the manifest says`, async () => {
-    const path = FIXTURES + entry.file;
+for (const { name, sha256, expected: entry } of vhds) {
+  test(`fixture ${name}: probes, opens and reads as the manifest says`, async () => {
+    const path = realFixture(name);
     const before = fileSha(path);
-    assert.equal(before, entry.fileSha256);
+    assert.equal(before, sha256);
     const src = await FileSource.open(path);
     try {
       assert.equal(await vhdDriver.probe(src), true);
@@ -49,9 +34,9 @@ for (const entry of vhds) {
       if (entry.blockSize !== null) assert.equal(disk.blockSize, entry.blockSize);
       const id = disk.identity();
       assert.equal(id.format, 'vhd');
-      assert.equal(id.format === 'vhd' && id.uniqueId, entry.vhd.uniqueId);
+      assert.equal(id.format === 'vhd' && id.uniqueId, entry.vhd!.uniqueId);
       const details = disk.details();
-      assert.deepEqual(details.geometry, entry.vhd.geometry);
+      assert.deepEqual(details.geometry, entry.vhd!.geometry);
       const findings = await vhdDriver.check(src);
       assert.deepEqual(findings.filter((f) => f.severity === 'error'), [], JSON.stringify(findings));
 

@@ -4,7 +4,7 @@
  * chains and a Windows-made child, reopen, check, the chain's bytes unchanged, pyvhdi and qemu-img
  * agreeing, crash safety (every crash state, and real SIGKILLs), hostile calls.
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,9 +12,10 @@ import { vhdDriver } from '../src/formats/vhd/driver.js';
 import type { LinkIdentity, ParentLinkUpdate, ParentReference, VirtualDisk } from '../src/formats/types.js';
 import { FileSource } from '../src/io/file-source.js';
 import { MemorySource } from '../src/io/memory-source.js';
-import { FIXTURES, pyvhdiRefuses, pyvhdiSha256, qemuImg, requireOracle } from './helpers/oracles.js';
+import { pyvhdiRefuses, pyvhdiSha256, qemuImg, requireOracle } from './helpers/oracles.js';
 import { assertCheckClean, assertCode, assertOneOf, chainSha, crashStates, layerFingerprint, linkFor, runSetParentWriter } from './helpers/set-parent-util.js';
 import { RecordingSource } from './helpers/vhd-util.js';
+import { realFixture, realFixtures } from './helpers/fixtures.js';
 import { describeFindings, fileSha256, MIB, randomBytesFrom, Rng, sha256, tempDir } from './helpers/vhdx-util.js';
 
 const SIZE = 6 * MIB;
@@ -174,12 +175,7 @@ test('setParent between writes of one session: blocks allocated before it and af
 });
 
 test('setParent on a Windows-made differencing VHD (fat-differential.vhd): reads the same over a new all-zero parent', async (t) => {
-  const fixture = join(FIXTURES, 'fat-differential.vhd');
-  if (!existsSync(fixture)) {
-    if (process.env.CI === 'true') throw new Error(`fixture ${fixture} is missing`);
-    t.skip(`fixture ${fixture} is missing`);
-    return;
-  }
+  const fixture = realFixture('fat-differential.vhd');
   const d = freshDir();
   const child = join(d, 'fat-differential.vhd');
   copyFileSync(fixture, child);
@@ -187,7 +183,7 @@ test('setParent on a Windows-made differencing VHD (fat-differential.vhd): reads
   const id = await dynamicWith(parent, new Uint8Array(4 * MIB));
   const stale = join(d, 'other.vhd');
   await dynamicWith(stale, new Uint8Array(4 * MIB));
-  const expected = '9e96fac774e2e3606e0e3d5f1152844ca3c6a45ed45e61f36586b2cd60b19d3f'; // manifest: contentSha256OverZeroParent
+  const expected = realFixtures().find((e) => e.name === 'fat-differential.vhd')!.expected.contentSha256OverZeroParent!;
   const oracles = { pyvhdi: requireOracle(t, 'pyvhdi'), qemu: requireOracle(t, 'qemu-img') };
   await rewriteAndVerify(t, child, { name: 'short', parent, link: linkFor(child, parent, id) }, expected, stale, oracles);
   const long = linkFor(child, parent, id, { absolutePath: `C:\\${'vm-folder\\'.repeat(900)}zero-parent.vhd` });

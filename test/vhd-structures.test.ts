@@ -11,7 +11,7 @@ import { uniqueIdToBytes, uniqueIdToString } from '../src/formats/vhd/unique-id.
 import { vhdDriver } from '../src/formats/vhd/driver.js';
 import { isDiskchainError } from '../src/io/errors.js';
 import { MemorySource } from '../src/io/memory-source.js';
-import { FIXTURES } from './helpers/oracles.js';
+import { realFixture } from './helpers/fixtures.js';
 import { sampleImage } from './helpers/vhd-images.js';
 
 test('CHS geometry follows the spec algorithm (values Windows and qemu wrote in the fixtures)', () => {
@@ -29,7 +29,7 @@ test('CHS geometry follows the spec algorithm (values Windows and qemu wrote in 
 });
 
 test('footer decode/encode round-trips a Windows footer byte for byte, checksum included', () => {
-  const file = readFileSync(`${FIXTURES}win10-fixed-3M.vhd`);
+  const file = readFileSync(realFixture('win10-fixed-3M.vhd'));
   const raw = new Uint8Array(file.subarray(file.length - 512));
   const f = decodeFooter(raw);
   assert.equal(f.cookie, 'conectix');
@@ -40,7 +40,7 @@ test('footer decode/encode round-trips a Windows footer byte for byte, checksum 
 });
 
 test('dynamic header decode/encode round-trips the Windows differencing header', () => {
-  const file = readFileSync(`${FIXTURES}fat-differential.vhd`);
+  const file = readFileSync(realFixture('fat-differential.vhd'));
   const raw = new Uint8Array(file.subarray(512, 1536));
   const h = decodeDynamicHeader(raw);
   assert.equal(h.parentUnicodeName, 'C:\\Projects\\dfvfs\\test_data\\fat-parent.vhd');
@@ -113,7 +113,11 @@ test('create: layouts and footer fields', async () => {
   const dyn = new MemorySource();
   const d = await vhdDriver.create(dyn, { diskType: 'dynamic', virtualSize: 10 * 1024 * 1024 });
   assert.equal(d.blockSize, 2 * 1024 * 1024);
-  assert.deepEqual(d.details().geometry, { cylinders: 301, heads: 4, sectorsPerTrack: 17 });
+  // 10 MiB is not a whole number of the spec's cylinders (301/4/17 is 12 sectors short): the maximum
+  // geometry, so that QEMU reads Current Size; a size the spec describes exactly keeps the spec's.
+  assert.deepEqual(d.details().geometry, { cylinders: 65535, heads: 16, sectorsPerTrack: 255 });
+  const exact = await vhdDriver.create(new MemorySource(), { diskType: 'dynamic', virtualSize: 301 * 4 * 17 * 512 });
+  assert.deepEqual(exact.details().geometry, { cylinders: 301, heads: 4, sectorsPerTrack: 17 });
   assert.equal(await dyn.size(), 512 + 1024 + 512 + 512);
   // A new block of a dynamic disk gets an all-ones bitmap; the footer moves to the new end.
   await d.write(new Uint8Array(512).fill(1), 2 * 1024 * 1024);

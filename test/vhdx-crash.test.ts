@@ -22,13 +22,18 @@ import { assertBytesEqual, composeRead, describeFindings, MIB, randomBytesFrom, 
 const WRITER = new URL('./helpers/vhdx-crash-writer.js', import.meta.url).pathname;
 const STREAM_LENGTH = 6000;
 
-/** When to kill: `ms` after spawn (lands before or during the open) or after the writer printed "ready". */
-interface Kill {
-  from: 'spawn' | 'ready';
-  ms: number;
-}
-const spawnAt = (ms: number): Kill => ({ from: 'spawn', ms });
-const readyAt = (ms: number): Kill => ({ from: 'ready', ms });
+/**
+ * When to kill, by what the writer has reported (never after a delay, which a loaded machine stretches):
+ * at once after the spawn, when it says it starts the open, when the open is done, or once it has
+ * printed its `count`-th "flushed" line. The writer keeps running while the signal travels, so a kill
+ * lands at or somewhat after its event: between flushes, often mid-write.
+ */
+type Kill = { after: 'spawn' | 'opening' | 'ready' } | { after: 'flushed'; count: number };
+const atSpawn: Kill = { after: 'spawn' };
+const atOpening: Kill = { after: 'opening' };
+const atReady: Kill = { after: 'ready' };
+const afterFlush = (count: number): Kill => ({ after: 'flushed', count });
+const describeKill = (k: Kill): string => (k.after === 'flushed' ? `after flush ${k.count}` : `at ${k.after}`);
 
 interface Outcome {
   acked: number;
@@ -39,26 +44,28 @@ interface Outcome {
   code: number | null;
 }
 
-function runWriter(path: string, seed: number, g: CrashGeometry, kill: Kill): Promise<Outcome> {
+function runWriter(path: string, seed: number, g: CrashGeometry, when: Kill): Promise<Outcome> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [WRITER, path, String(seed), String(g.virtualSize), String(g.logicalSectorSize), String(g.blockSize), String(STREAM_LENGTH)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let stderr = '';
-    let timer: NodeJS.Timeout | undefined;
-    const arm = (): void => {
-      timer ??= setTimeout(() => child.kill('SIGKILL'), kill.ms);
+    let killed = false;
+    const kill = (): void => {
+      if (!killed) child.kill('SIGKILL');
+      killed = true;
     };
-    if (kill.from === 'spawn') arm();
+    if (when.after === 'spawn') kill();
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (chunk: string) => {
       out += chunk;
-      if (kill.from === 'ready' && out.includes('ready\n')) arm();
+      if (when.after === 'flushed') {
+        if ((out.match(/^flushed \d+$/gm)?.length ?? 0) >= when.count) kill();
+      } else if (out.includes(`${when.after}\n`)) kill();
     });
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk: string) => (stderr += chunk));
     child.on('error', reject);
     child.on('close', (code, signal) => {
-      if (timer) clearTimeout(timer);
       const flushed = [...out.matchAll(/^flushed (\d+)$/gm)].map((m) => Number(m[1]));
       resolve({ acked: flushed.length ? Math.max(...flushed) : 0, sawReady: out.includes('ready\n'), done: out.includes('done\n'), stderr, signal, code });
     });
@@ -168,10 +175,12 @@ async function runScenario(s: Scenario, kills: Kill[], series: number, baseSeed:
     let model = await s.content(path);
     for (let round = 0; round < kills.length; round++) {
       const seed = baseSeed + (sn * kills.length + round) * 7919;
-      const jitter = new Rng(seed).int(Math.max(2, Math.floor(kills[round]!.ms / 4)));
-      const kill = { ...kills[round]!, ms: kills[round]!.ms + jitter };
+      // Vary the flush a round dies after, so series do not repeat each other's kill points.
+      const base = kills[round]!;
+      const kill = base.after === 'flushed' ? afterFlush(base.count + new Rng(seed).int(Math.max(1, Math.floor(base.count / 4)))) : base;
       const outcome = await runWriter(path, seed, s.geometry, kill);
-      const what = `${s.name} series ${sn} round ${round} (kill ${kill.ms} ms after ${kill.from}, ${outcome.acked} writes acknowledged)`;
+      const what = `${s.name} series ${sn} round ${round} (killed ${describeKill(kill)}, ${outcome.acked} writes acknowledged)`;
+      if (kill.after === 'flushed') assert.ok(outcome.acked > 0, `${what}: killed after a flush line, yet no flush was acknowledged`);
       if (outcome.signal === 'SIGKILL') killed++;
       else assert.ok(outcome.done && outcome.code === 0, `${what}: writer ended by itself without finishing: code ${outcome.code}\n${outcome.stderr}`);
       assert.equal(outcome.stderr, '', `${what}: writer wrote to stderr`);
@@ -291,8 +300,8 @@ const vhdDifferencing: Scenario = {
   content: (path, writable) => openContent(path, (t, o) => vhdParent!.read(t, o), writable, vhdDriver),
 };
 
-const DYNAMIC_KILLS = [spawnAt(0), spawnAt(70), readyAt(1), readyAt(8), readyAt(25), readyAt(300)];
-const DIFFERENCING_KILLS = [spawnAt(0), spawnAt(60), readyAt(1), readyAt(8), readyAt(20), readyAt(50), readyAt(100), readyAt(200), readyAt(400), readyAt(700)];
+const DYNAMIC_KILLS = [atSpawn, atOpening, atReady, afterFlush(2), afterFlush(12), afterFlush(80)];
+const DIFFERENCING_KILLS = [atSpawn, atOpening, atReady, afterFlush(1), afterFlush(3), afterFlush(8), afterFlush(20), afterFlush(50), afterFlush(120), afterFlush(250)];
 
 test(`crash safety: dynamic VHDX killed with SIGKILL at ${4 * DYNAMIC_KILLS.length} points`, async (t) => {
   const r = await runScenario(dynamic, DYNAMIC_KILLS, 4, 1000, true);

@@ -5,21 +5,7 @@ import assert from 'node:assert/strict';
 import { FileSource } from '../src/io/file-source.js';
 import { vhdxDriver } from '../src/formats/vhdx/driver.js';
 import type { VirtualDisk } from '../src/formats/types.js';
-import { FIXTURES } from './helpers/oracles.js';
-
-interface ManifestEntry {
-  file: string;
-  format: string;
-  fileSha256: string;
-  virtualSize: number;
-  contentSha256?: string;
-  contentSha256WithoutLogReplay?: string;
-  blockSize: number;
-  logicalSectorSize: number;
-  physicalSectorSize: number;
-}
-
-const manifest = JSON.parse(readFileSync(`${FIXTURES}manifest.json`, 'utf8')) as ManifestEntry[];
+import { realFixture, realFixtures } from './helpers/fixtures.js';
 
 async function contentSha256(disk: VirtualDisk): Promise<string> {
   const h = createHash('sha256');
@@ -36,10 +22,10 @@ function fileSha256(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
-for (const m of manifest.filter((e) => e.format === 'VHDX')) {
-  test(`real fixture ${m.file} reads to its manifest sha256 and stays unchanged`, async () => {
-    const path = FIXTURES + m.file;
-    assert.equal(fileSha256(path), m.fileSha256, 'fixture file is not the one in the manifest');
+for (const { name, sha256, expected: m } of realFixtures().filter((e) => e.expected.format === 'VHDX')) {
+  test(`real fixture ${name} reads to its manifest sha256 and stays unchanged`, async () => {
+    const path = realFixture(name);
+    assert.equal(fileSha256(path), sha256, 'fixture file is not the one in the manifest');
     const source = await FileSource.open(path);
     assert.equal(await vhdxDriver.probe(source), true);
     const disk = await vhdxDriver.open(source);
@@ -52,6 +38,6 @@ for (const m of manifest.filter((e) => e.format === 'VHDX')) {
     } finally {
       await disk.close();
     }
-    assert.equal(fileSha256(path), m.fileSha256, 'a read-only open changed the file');
+    assert.equal(fileSha256(path), sha256, 'a read-only open changed the file');
   });
 }

@@ -9,83 +9,13 @@
  * A VM's "signature" is its tree by names with the sha256 of every disk of every checkpoint and Now.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { createVm, openVm } from '../src/api/vm.js';
-import { Rng } from './helpers/vhdx-util.js';
+import { openVm } from '../src/api/vm.js';
+import { dc, makeTemplate, recoverAndCheck, signature } from './helpers/vm-crash.js';
 import { readWhole } from './helpers/vm-model.js';
-
-const MAIN = new URL('../bin/diskchain.js', import.meta.url).pathname;
-const MIB = 1024 * 1024;
-
-function dc(args: string[], env: Record<string, string> = {}): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { env: { ...process.env, ...env }, encoding: 'utf8' });
-  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** The tree by names and every content's hash (read-only, no recovery). */
-async function signature(folder: string): Promise<string> {
-  const vm = await openVm(folder, { lock: 'none' });
-  try {
-    const m = vm.manifest;
-    const nameOf = (id: string | null): string => (id === null ? '-' : m.checkpoints.find((c) => c.id === id)!.name);
-    const hashes = async (checkpoint?: string): Promise<string> => {
-      const out: string[] = [];
-      for (const d of m.disks) out.push(createHash('sha256').update(await readWhole(vm, d.id, checkpoint)).digest('hex').slice(0, 12));
-      return out.join(',');
-    };
-    const lines: string[] = [];
-    for (const c of m.checkpoints) lines.push(`${c.name} <- ${nameOf(c.parent)} ${await hashes(c.id)}`);
-    lines.sort();
-    lines.push(`Now <- ${nameOf(m.now.parent)} ${await hashes()}`);
-    return lines.join('\n');
-  } finally {
-    await vm.close();
-  }
-}
-
-async function writeInto(folder: string, disk: string, offset: number, length: number, seed: number): Promise<void> {
-  const vm = await openVm(folder);
-  try {
-    const chain = await vm.openDisk(disk, { writable: true });
-    await chain.write(new Rng(seed).fill(new Uint8Array(length)), offset);
-    await chain.close();
-  } finally {
-    await vm.close();
-  }
-}
-
-/** A VM with two disks and the tree A -> B -> Now, data in every layer. */
-async function makeTemplate(folder: string): Promise<void> {
-  await createVm(folder, { newDisks: [{ size: 4 * MIB, format: 'vhdx' }, { size: 3 * MIB, format: 'vhd' }] });
-  await writeInto(folder, 'disk0', 0, 3 * MIB, 1);
-  await writeInto(folder, 'disk1', MIB, 512 * 1024, 2);
-  let vm = await openVm(folder);
-  await vm.checkpoint({ name: 'A' });
-  await vm.close();
-  await writeInto(folder, 'disk0', 2 * MIB, 64 * 1024, 3);
-  await writeInto(folder, 'disk1', 0, 4096, 4);
-  vm = await openVm(folder);
-  await vm.checkpoint({ name: 'B' });
-  await vm.close();
-  await writeInto(folder, 'disk0', 512 * 1024, 8192, 5);
-  await writeInto(folder, 'disk1', 2 * MIB, 64 * 1024, 6);
-}
-
-/** The next command: opening the VM for writing settles the interrupted operation; then vm check finds nothing. */
-async function recoverAndCheck(folder: string, where: string): Promise<void> {
-  const vm = await openVm(folder);
-  try {
-    const report = await vm.check();
-    assert.deepEqual(report.findings.filter((f) => f.severity !== 'info'), [], `${where}: vm check after recovery`);
-  } finally {
-    await vm.close();
-  }
-}
 
 /** Runs `args` (with VM at `{vm}`) killed at each boundary in turn; checks old-or-new and recovery. */
 async function crashEverywhere(template: string, work: string, args: string[], label: string): Promise<number> {

@@ -36,6 +36,7 @@ export { scanFolders, shellQuote, type PlanStep, type ScanOptions, type ScanRepo
 export { merge, type MergeOptions, type MergeResult } from '../ops/merge.js';
 export { rebase, type RebaseOptions, type RebaseResult } from '../ops/rebase.js';
 export { reparent, type ReparentOptions, type ReparentResult } from '../ops/reparent.js';
+export { resize, type ResizeCallOptions, type ResizeResult } from './resize.js';
 export { measureChain, type Measure, type MergeMeasure } from '../ops/measure.js';
 export { hashChain } from '../ops/hash.js';
 export { resolveParent, type ParentSearchOptions, type ResolvedParent } from '../chain/resolve-parent.js';
@@ -66,12 +67,14 @@ export {
   type VmFinding,
   type GroupCheckpointOptions,
   type GroupCheckpointResult,
+  type GroupRemoveResult,
   type Manifest,
   type RecoveryReport,
   type Transaction,
   type OperationForecast,
   type OperationRequest,
 } from './vm.js';
+export { startVm, stopVm, saveVm, pauseVm, resumeVm, vmStatus, runWorkerProcess, type StartVmOptions, type StopOptions, type VmStatus, type VmState, type WorkerProcessOptions } from './vm-runtime.js';
 export { serve, NBD_PORT, type ServeHandle, type ServeOptions } from './serve.js';
 export { NbdServer, type ListenOptions, type NbdServerOptions, type ServerAddress, type TlsOptions } from '../server/server.js';
 export { NbdExport, type ExportOptions as NbdExportOptions } from '../server/export.js';

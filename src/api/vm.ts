@@ -14,18 +14,20 @@ import { openNodeChain } from '../checkpoint/disks.js';
 import { exportCheckpoint, type ExportOptions, type ExportResult } from '../checkpoint/export.js';
 import { forecastOperation, type OperationForecast, type OperationRequest } from '../checkpoint/forecast.js';
 import type { VmFolder } from '../checkpoint/folder.js';
-import { groupCheckpoint as runGroupCheckpoint, type GroupCheckpointOptions, type GroupCheckpointResult } from '../checkpoint/group.js';
+import { groupCheckpoint as runGroupCheckpoint, groupRemove as runGroupRemove, type GroupCheckpointOptions, type GroupCheckpointResult, type GroupRemoveResult } from '../checkpoint/group.js';
 import type { Manifest } from '../checkpoint/manifest.js';
 import type { RecoveryReport } from '../checkpoint/recover.js';
 import { removeCheckpoint, type RemoveOptions, type RemoveResult } from '../checkpoint/remove.js';
 import { renameCheckpoint } from '../checkpoint/rename.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { resizeVmDisk } from '../checkpoint/resize-disk.js';
+import type { ResizeResult } from '../ops/resize.js';
 import { deleteVm, openVmFolder, type OpenVmFolderOptions } from '../checkpoint/vms.js';
 
 export { createVm, type CreateVmOptions, type CreatedVm } from '../checkpoint/vm-create.js';
 export { listVms, type VmListEntry } from '../checkpoint/vms.js';
 export type { OperationForecast, OperationRequest };
-export type { ApplyOptions, ApplyResult, CheckOptions, VmCheckReport, CheckpointInfo, CheckpointOptions, DescribeOptions, VmDescription, ExportOptions, ExportResult, GroupCheckpointOptions, GroupCheckpointResult, Manifest, RecoveryReport, RemoveOptions, RemoveResult };
+export type { ApplyOptions, ApplyResult, CheckOptions, VmCheckReport, CheckpointInfo, CheckpointOptions, DescribeOptions, VmDescription, ExportOptions, ExportResult, GroupCheckpointOptions, GroupCheckpointResult, GroupRemoveResult, Manifest, RecoveryReport, RemoveOptions, RemoveResult };
 export type { VmFinding } from '../checkpoint/check.js';
 export type { Transaction } from '../checkpoint/transaction.js';
 
@@ -97,6 +99,11 @@ export class VirtualMachine {
     return exportCheckpoint(this.vm, resolveCheckpoint(this.vm.manifest, ref), folder, options);
   }
 
+  /** Resize-VHD on a disk of the VM (refused while checkpoints exist: remove them or export first). */
+  resizeDisk(diskId: string, size: number): Promise<ResizeResult & { vm: string; disk: string }> {
+    return resizeVmDisk(this.vm, diskId, size);
+  }
+
   /** What is on disk and not in the tree (and the reverse), with a safe plan; `repair` does the safe part. */
   check(options: CheckOptions = {}): Promise<VmCheckReport> {
     return checkVm(this.vm, options);
@@ -143,39 +150,31 @@ export async function withVm<T>(folder: string, options: OpenVmOptions, fn: (vm:
   }
 }
 
-/** Checkpoints several VMs at one instant under one group id, all or none. */
-export async function groupCheckpoint(folders: string[], options: GroupCheckpointOptions & LongOperationOptions = {}): Promise<GroupCheckpointResult> {
-  if (folders.length < 2) throw new DiskchainError('INVALID_ARGUMENT', 'a group checkpoint takes two VMs or more');
+/** Opens every VM folder for writing (each named once), runs `fn`, closes them all. */
+async function withVmFolders<T>(folders: string[], command: string, fn: (vms: VmFolder[]) => Promise<T>): Promise<T> {
   const opened: VmFolder[] = [];
   try {
     for (const f of folders) {
-      const { vm } = await openVmFolder(f, { command: options.command ?? 'checkpoint create (group)' });
+      const { vm } = await openVmFolder(f, { command });
       if (opened.some((o) => o.realFolder === vm.realFolder)) {
         await vm.close();
         throw new DiskchainError('INVALID_ARGUMENT', `${f} is named twice`);
       }
       opened.push(vm);
     }
-    return await runGroupCheckpoint(opened, options);
+    return await fn(opened);
   } finally {
     for (const vm of opened) await vm.close();
   }
 }
 
-/** Removes one group's checkpoints from each VM (each VM's removal is its own transaction). */
-export async function groupRemove(folders: string[], group: string, options: RemoveOptions = {}): Promise<Array<{ folder: string; result: RemoveResult }>> {
-  const out: Array<{ folder: string; result: RemoveResult }> = [];
-  const opened: VirtualMachine[] = [];
-  try {
-    for (const f of folders) opened.push(await openVm(f, { command: 'checkpoint remove (group)' }));
-    const targets = opened.map((vm) => {
-      const member = vm.manifest.checkpoints.find((x) => x.group === group);
-      if (!member) throw new DiskchainError('CHECKPOINT_NOT_FOUND', `${vm.folder} has no checkpoint of group ${group}`, { file: vm.folder });
-      return { vm, id: member.id };
-    });
-    for (const t of targets) out.push({ folder: t.vm.folder, result: await t.vm.remove(t.id, options) });
-    return out;
-  } finally {
-    for (const vm of opened) await vm.close();
-  }
+/** Checkpoints several VMs at one instant under one group id, all or none. */
+export async function groupCheckpoint(folders: string[], options: GroupCheckpointOptions & LongOperationOptions = {}): Promise<GroupCheckpointResult> {
+  if (folders.length < 2) throw new DiskchainError('INVALID_ARGUMENT', 'a group checkpoint takes two VMs or more');
+  return withVmFolders(folders, options.command ?? 'checkpoint create (group)', (opened) => runGroupCheckpoint(opened, options));
+}
+
+/** Removes one group's checkpoints from each VM, all or none (each VM's merges follow, as a single removal's). */
+export async function groupRemove(folders: string[], group: string, options: RemoveOptions = {}): Promise<GroupRemoveResult> {
+  return withVmFolders(folders, options.command ?? 'checkpoint remove (group)', (opened) => runGroupRemove(opened, group, options));
 }

@@ -19,6 +19,7 @@ import { shellQuote } from '../ops/scan.js';
 import { collapseAll } from './collapse.js';
 import { openNodeChain } from './disks.js';
 import { DISKS_DIR, JOURNAL_DIR, MANIFEST_FILE, RUN_DIR, SNAPSHOTS_DIR, type VmFolder } from './folder.js';
+import { SAVED_DIR } from './saved-state.js';
 import { childNodes, namesOfNodes } from './graph.js';
 import { recoverVm, type RecoveryReport } from './recover.js';
 import { listRecords, namedFiles, readRecord, type TransactionRecord } from './transaction.js';
@@ -130,7 +131,7 @@ async function inspect(vm: VmFolder, signal?: AbortSignal): Promise<VmFinding[]>
     findings.push({ severity: 'warning', code: 'STRAY_SNAPSHOT', message: `${SNAPSHOTS_DIR}/${name}/ belongs to no checkpoint`, file: vm.path(`${SNAPSHOTS_DIR}/${name}`), plan: { repair: onlyConfig, steps: [onlyConfig ? 'delete it (only a config)' : 'inspect it: it holds more than a config'] } });
   }
   for (const name of await readdir(vm.realFolder)) {
-    if ([MANIFEST_FILE, DISKS_DIR, SNAPSHOTS_DIR, JOURNAL_DIR, RUN_DIR].includes(name) || name.startsWith(VM_LOCK_FILE)) continue;
+    if ([MANIFEST_FILE, DISKS_DIR, SNAPSHOTS_DIR, JOURNAL_DIR, RUN_DIR, SAVED_DIR].includes(name) || name.startsWith(VM_LOCK_FILE)) continue;
     if (name === `${MANIFEST_FILE}.tmp`) findings.push({ severity: 'warning', code: 'LEFTOVER', message: `${name} is an unfinished write of vm.json (vm.json itself is whole)`, file: join(vm.realFolder, name), plan: { repair: true, steps: ['delete it'] } });
     else findings.push({ severity: 'info', code: 'STRAY_FILE', message: `${name} is not part of the VM folder's layout`, file: join(vm.realFolder, name), plan: { repair: false, steps: [] } });
   }

@@ -39,11 +39,30 @@ const Count = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.mi
 export const CHECKPOINT_TYPES = ['standard', 'production'] as const;
 export const CHECKPOINT_SETTINGS = ['standard', 'production', 'productionOnly', 'disabled'] as const;
 
+/** A host path (the kernel and initrd a VM boots live outside its folder): absolute, no NUL or newline. */
+const HostPath = v.pipe(v.string(), v.maxLength(4096), v.startsWith('/', 'expected an absolute path'), v.check((s) => !/[\0\n]/.test(s), 'expected a path without NUL or newline'));
+
+/** How the VM boots: the BIOS from its first disk, or a kernel (and initrd, command line) given to QEMU. */
+export const BootSchema = v.variant('kind', [
+  v.strictObject({ kind: v.literal('disk') }),
+  v.strictObject({ kind: v.literal('kernel'), kernel: HostPath, initrd: v.optional(HostPath), append: v.optional(v.pipe(v.string(), v.maxLength(4096), v.check((s) => !/[\0\n]/.test(s), 'expected one line'))) }),
+]);
+
 export const VmConfigSchema = v.strictObject({
   memoryBytes: Count(1024 * 1024, 2 ** 44),
   cpus: Count(1, 1024),
   /** Hyper-V's checkpoint type setting: what `checkpoint create` takes by default. */
   checkpointType: v.picklist(CHECKPOINT_SETTINGS),
+  /** Running VMs (docs/vm-runtime.md); absent: boot from the first disk. */
+  boot: v.optional(BootSchema),
+  /** The guest agent's virtio-serial port (production checkpoints freeze through it); absent: true. */
+  guestAgent: v.optional(v.boolean()),
+  /** Hyper-V's automatic checkpoints: one taken at start, removed at a clean shutdown; absent: false. */
+  automaticCheckpoints: v.optional(v.boolean()),
+  /** The worker warns when the VM folder's file system has less free than this; absent: 1 GiB. */
+  freeSpaceReserveBytes: v.optional(Count(0, Number.MAX_SAFE_INTEGER)),
+  /** QEMU's versioned machine type a saved state was taken on (a checkpoint's config records it). */
+  machine: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected a QEMU machine type like pc-i440fx-7.2'))),
 });
 
 const DiskSlotSchema = v.strictObject({
@@ -96,6 +115,7 @@ export const ManifestSchema = v.strictObject({
 });
 
 export type VmConfig = v.InferOutput<typeof VmConfigSchema>;
+export type VmBoot = v.InferOutput<typeof BootSchema>;
 export type DiskSlot = v.InferOutput<typeof DiskSlotSchema>;
 export type DiskNode = v.InferOutput<typeof NodeSchema>;
 export type Checkpoint = v.InferOutput<typeof CheckpointSchema>;

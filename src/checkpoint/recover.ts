@@ -6,8 +6,9 @@
  *   group member, not committed, group decided    → prepare again (idempotent), commit, finish
  *   anything else, not committed                  → roll back: undo the actions, drop the record
  *
- * A group decided to commit when any member's record says so, or any member's vm.json already holds
- * a checkpoint of the group (records are marked in every member before the first commit).
+ * A group decided to commit when any member's record says so, or any member's vm.json already shows
+ * the group's change (records are marked in every member before the first commit): a group
+ * checkpoint is there, or a group removal's checkpoint is gone.
  */
 import { join } from 'node:path';
 import { readdir } from 'node:fs/promises';
@@ -36,7 +37,9 @@ export async function groupDecided(record: TransactionRecord): Promise<boolean> 
       if (other?.group?.id === group.id && other.group.decision === 'commit') return true;
     }
     const m = await readManifest(member).catch(() => undefined);
-    if (m?.checkpoints.some((c) => c.group === group.id)) return true;
+    if (!m) continue;
+    const holds = m.checkpoints.some((c) => c.group === group.id);
+    if (record.operation === 'checkpoint-create' ? holds : !holds) return true;
   }
   return false;
 }
@@ -64,6 +67,7 @@ export async function recoverVm(vm: VmFolder, options: LongOperationOptions = {}
       await tx.prepare(options);
       await tx.commit();
       await tx.finish();
+      if (record.followUp.length > 0) await settleFollowUp(tx, options);
       reports.push(report('finished'));
     } else {
       await tx.rollback();

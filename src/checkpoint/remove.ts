@@ -24,7 +24,7 @@ import { ensureCollapsesFit, settleFollowUp, forecastCollapse, type CollapseFore
 import type { VmFolder } from './folder.js';
 import { checkpointById, collapsibleNodes, pruneUnnamedLeaves, subtreeOf } from './graph.js';
 import type { Checkpoint, Manifest } from './manifest.js';
-import { runPlan, type Plan } from './transaction.js';
+import { runPlan, type Plan, type Transaction } from './transaction.js';
 
 export interface RemoveOptions extends LongOperationOptions {
   /** Remove the checkpoint and every checkpoint below it. */
@@ -70,15 +70,35 @@ export async function forecastRemoval(vm: VmFolder, after: Manifest, unnamed: Se
   return out;
 }
 
-export async function removeCheckpoint(vm: VmFolder, checkpoint: Checkpoint, options: RemoveOptions = {}): Promise<RemoveResult> {
-  const command = options.command ?? 'checkpoint remove';
+/** A removal planned and forecast (nothing written yet). */
+export interface PlannedRemoval {
+  plan: Plan;
+  unnamed: Set<string>;
+  targets: Checkpoint[];
+  forecasts: CollapseForecast[];
+  /** Layer files the commit's finish deletes (off-branch leaves). */
+  deleted: string[];
+}
+
+export async function planRemoval(vm: VmFolder, checkpoint: Checkpoint, options: RemoveOptions = {}): Promise<PlannedRemoval> {
   const targets = options.subtree ? subtreeOf(vm.manifest, checkpoint.id) : [checkpoint];
   const { plan, unnamed } = planRemove(vm.manifest, new Set(targets.map((c) => c.id)));
   const forecasts = await forecastRemoval(vm, plan.manifest, unnamed, options.signal);
-  await ensureCollapsesFit(vm, forecasts, `removing "${checkpoint.name}" (its layers merge with their only child)`);
   const deleted = plan.removes.filter((f) => vm.manifest.nodes.some((n) => n.file === f));
-  const tx = await runPlan(vm, plan, { command, ...(options.signal ? { signal: options.signal } : {}) });
-  const { collapsed, deleted: more } = await settleFollowUp(tx, { command, ...(options.signal ? { signal: options.signal } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
-  const kept = vm.manifest.nodes.filter((n) => unnamed.has(n.id)).map((n) => n.file);
-  return { removed: targets.map((c) => ({ id: c.id, name: c.name })), deleted: [...deleted, ...more], merged: collapsed, kept };
+  return { plan, unnamed, targets, forecasts, deleted };
+}
+
+/** After the commit: the follow-up merges, then the record dropped; what was removed, deleted, merged, kept. */
+export async function settleRemoval(tx: Transaction, planned: PlannedRemoval, options: RemoveOptions & { command: string }): Promise<RemoveResult> {
+  const { collapsed, deleted: more } = await settleFollowUp(tx, { command: options.command, ...(options.signal ? { signal: options.signal } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+  const kept = tx.vm.manifest.nodes.filter((n) => planned.unnamed.has(n.id)).map((n) => n.file);
+  return { removed: planned.targets.map((c) => ({ id: c.id, name: c.name })), deleted: [...planned.deleted, ...more], merged: collapsed, kept };
+}
+
+export async function removeCheckpoint(vm: VmFolder, checkpoint: Checkpoint, options: RemoveOptions = {}): Promise<RemoveResult> {
+  const command = options.command ?? 'checkpoint remove';
+  const planned = await planRemoval(vm, checkpoint, options);
+  await ensureCollapsesFit(vm, planned.forecasts, `removing "${checkpoint.name}" (its layers merge with their only child)`);
+  const tx = await runPlan(vm, planned.plan, { command, ...(options.signal ? { signal: options.signal } : {}) });
+  return settleRemoval(tx, planned, { ...options, command });
 }

@@ -183,7 +183,13 @@ export class Transaction {
     await mkdir(join(vm.realFolder, JOURNAL_DIR), { recursive: true });
     const tx = new Transaction(vm, record, recordPath(vm, id));
     await tx.save();
-    testPoint(`${plan.operation}:recorded`);
+    try {
+      testPoint(`${plan.operation}:recorded`);
+    } catch (e) {
+      // Nothing was done but the record: it goes, and the caller sees the failure.
+      await tx.drop();
+      throw e;
+    }
     return tx;
   }
 

@@ -24,7 +24,7 @@ import type { LongOperationOptions } from '../ops/progress.js';
 import { ensureSpace } from '../ops/space.js';
 import { childFileBytes } from './create.js';
 import { DISKS_DIR, JOURNAL_DIR, MANIFEST_FILE, RUN_DIR, SNAPSHOTS_DIR, VmFolder } from './folder.js';
-import { MANIFEST_KIND, MANIFEST_VERSION, type DiskNode, type DiskSlot, type Manifest, type VmConfig } from './manifest.js';
+import { MANIFEST_KIND, MANIFEST_VERSION, parseWith, VmConfigSchema, type DiskNode, type DiskSlot, type Manifest, type VmConfig } from './manifest.js';
 import { recoverVm } from './recover.js';
 import { listRecords, readRecord, runPlan, type Action } from './transaction.js';
 import { VM_LOCK_FILE } from './vm-lock.js';
@@ -41,6 +41,8 @@ export interface CreateVmOptions extends LongOperationOptions {
   memoryBytes?: number;
   cpus?: number;
   checkpointType?: VmConfig['checkpointType'];
+  /** Running VMs: how it boots, the guest agent's port, automatic checkpoints, the free-space reserve (VmConfig). */
+  settings?: Partial<Pick<VmConfig, 'boot' | 'guestAgent' | 'automaticCheckpoints' | 'freeSpaceReserveBytes'>>;
   command?: string;
 }
 
@@ -169,7 +171,7 @@ export async function createVm(target: string, options: CreateVmOptions = {}): P
     return { slot, node, action: { kind: 'disk' as const, file, format, size: d.size }, bytes: childFileBytes(format, d.size) };
   });
   const leaves = [...adopted.map((a) => a.nodes[a.nodes.length - 1]!), ...created.map((c) => c.node)];
-  const config: VmConfig = { memoryBytes: options.memoryBytes ?? GIB, cpus: options.cpus ?? 1, checkpointType: options.checkpointType ?? 'production' };
+  const config: VmConfig = parseWith(VmConfigSchema, { memoryBytes: options.memoryBytes ?? GIB, cpus: options.cpus ?? 1, checkpointType: options.checkpointType ?? 'production', ...options.settings }, 'the VM settings');
   const manifest: Manifest = {
     kind: MANIFEST_KIND,
     version: MANIFEST_VERSION,

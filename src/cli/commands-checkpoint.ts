@@ -109,7 +109,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
     .argument('<vm...>', 'the VM (several VMs with --group)')
     .option('--checkpoint <checkpoint>', 'id or name (or give it as the last argument)')
     .option('--subtree', 'remove the checkpoint and every checkpoint below it')
-    .option('--group <group-id>', "remove a group checkpoint's members from each VM given")
+    .option('--group <group-id>', "remove a group checkpoint's members from each VM given, all or none")
     .option('--json', 'print JSON')
     .action((args: string[], opts: { checkpoint?: string; subtree?: boolean; group?: string; json?: boolean }) =>
       run(async () => {
@@ -119,8 +119,8 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
           if (opts.group) {
             const results = await groupRemove(args, opts.group, common);
             bar.stop();
-            if (opts.json) printJson({ vms: results });
-            else process.stdout.write(results.map((r) => `${r.folder}: removed ${r.result.removed.map((c) => `"${c.name}"`).join(', ')}`).join('\n') + '\n');
+            if (opts.json) printJson(results);
+            else process.stdout.write(results.vms.map((r) => `${r.folder}: removed ${r.result.removed.map((c) => `"${c.name}"`).join(', ')}`).join('\n') + '\n');
             return EXIT.ok;
           }
           const ref = opts.checkpoint ?? (args.length === 2 ? args[1] : undefined);

@@ -2,12 +2,28 @@ import type { Command } from 'commander';
 import { checkDisk } from '../api/check.js';
 import { createChild, createDisk } from '../api/create.js';
 import { inspect, type DiskInfo, type ParentInfo } from '../api/info.js';
+import { resize } from '../api/resize.js';
 import { DiskchainError } from '../io/errors.js';
 import { EXIT, printJson, type Run } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
 
 
 export function registerDiskCommands(program: Command, run: Run): void {
+  program
+    .command('resize')
+    .description("Resize-VHD: grow a VHDX or VHD (new space reads as zeros), or shrink a VHDX when nothing allocated lies beyond the new end. Refused on a differencing disk, on a disk with differencing children, and on a VM's disk while checkpoints exist (remove them, or export one). A VM's current disk is resized under the VM's lock")
+    .argument('<disk>')
+    .requiredOption('--size <size>', 'the new virtual size (e.g. 20G)')
+    .option('--json', 'print JSON')
+    .action((disk: string, opts: { size: string; json?: boolean }) =>
+      run(async () => {
+        const r = await resize(disk, parseSize(opts.size, '--size'), { command: 'diskchain resize' });
+        if (opts.json) printJson(r);
+        else process.stdout.write(`resized ${r.path} from ${formatBytes(r.previousSize)} to ${formatBytes(r.size)}\n`);
+        return EXIT.ok;
+      }, opts.json ?? false),
+    );
+
   program
     .command('info')
     .description('show what a disk file is: format, type, sizes, identity, parent and log state (read-only)')

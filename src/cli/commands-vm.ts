@@ -1,8 +1,10 @@
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { createVm, listVms, openVm, withVm, type VmDescription } from '../api/vm.js';
 import { DiskchainError } from '../io/errors.js';
 import { EXIT, interruptSignal, printJson, type Run } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
+import { registerVmRunCommands } from './commands-vm-run.js';
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
@@ -39,13 +41,31 @@ export function registerVmCommands(program: Command, run: Run): void {
     .option('--new-disk <size>', 'create an empty dynamic VHDX of this size (repeatable)', collect)
     .option('--memory <size>', 'memory', '1G')
     .option('--cpus <n>', 'virtual processors', '1')
+    .option('--kernel <file>', 'boot this kernel (QEMU -kernel) instead of the first disk')
+    .option('--initrd <file>', 'with --kernel: the initial ramdisk')
+    .option('--append <cmdline>', 'with --kernel: the kernel command line')
+    .option('--no-guest-agent', "no virtio-serial port for qemu-guest-agent (production checkpoints then fall back as the checkpoint type says)")
+    .option('--checkpoint-type <type>', 'standard, production (falls back to standard), productionOnly or disabled', 'production')
+    .option('--automatic-checkpoints', 'take a checkpoint at every start and remove it at a clean shutdown')
+    .option('--reserve <size>', 'warn when the VM folder has less free space than this (default 1G)')
     .option('--json', 'print JSON')
-    .action((folder: string, opts: { name?: string; disk?: string[]; copy?: boolean; move?: boolean; newDisk?: string[]; memory: string; cpus: string; json?: boolean }) =>
+    .action((folder: string, opts: { name?: string; disk?: string[]; copy?: boolean; move?: boolean; newDisk?: string[]; memory: string; cpus: string; kernel?: string; initrd?: string; append?: string; guestAgent: boolean; checkpointType: string; automaticCheckpoints?: boolean; reserve?: string; json?: boolean }) =>
       run(async () => {
         if (opts.copy && opts.move) throw new DiskchainError('INVALID_ARGUMENT', 'choose one of --copy and --move');
         const cpus = Number(opts.cpus);
         if (!Number.isInteger(cpus) || cpus < 1) throw new DiskchainError('INVALID_ARGUMENT', `--cpus "${opts.cpus}" is not a positive whole number`);
+        if (!opts.kernel && (opts.initrd || opts.append !== undefined)) throw new DiskchainError('INVALID_ARGUMENT', '--initrd and --append go with --kernel');
+        const types = ['standard', 'production', 'productionOnly', 'disabled'] as const;
+        const checkpointType = types.find((t) => t === opts.checkpointType);
+        if (!checkpointType) throw new DiskchainError('INVALID_ARGUMENT', `--checkpoint-type "${opts.checkpointType}" is not one of ${types.join(', ')}`);
         const result = await createVm(folder, {
+          checkpointType,
+          settings: {
+            ...(opts.kernel ? { boot: { kind: 'kernel' as const, kernel: resolve(opts.kernel), ...(opts.initrd ? { initrd: resolve(opts.initrd) } : {}), ...(opts.append !== undefined ? { append: opts.append } : {}) } } : {}),
+            ...(opts.guestAgent === false ? { guestAgent: false } : {}),
+            ...(opts.automaticCheckpoints ? { automaticCheckpoints: true } : {}),
+            ...(opts.reserve ? { freeSpaceReserveBytes: parseSize(opts.reserve, '--reserve') } : {}),
+          },
           ...(opts.name ? { name: opts.name } : {}),
           disks: opts.disk ?? [],
           ...(opts.copy ? { adopt: 'copy' as const } : opts.move ? { adopt: 'move' as const } : {}),
@@ -59,6 +79,8 @@ export function registerVmCommands(program: Command, run: Run): void {
         return EXIT.ok;
       }, opts.json ?? false),
     );
+
+  registerVmRunCommands(vm, run);
 
   vm.command('list')
     .description('VM folders at the roots and up to two levels below (read-only)')
@@ -110,6 +132,25 @@ export function registerVmCommands(program: Command, run: Run): void {
         else process.stdout.write(`deleted ${result.deleted.length} file(s)${result.left.length ? `; left in place (not the VM's): ${result.left.join(', ')}` : ''}\n`);
         return EXIT.ok;
       }, opts.json ?? false),
+    );
+
+  vm.command('resize-disk')
+    .description("Resize-VHD on the VM's disk (grow; shrink a VHDX only when nothing allocated lies beyond the new end). Refused while the VM has checkpoints: remove them, or export a checkpoint to a new VM and resize that")
+    .argument('<vm>')
+    .argument('<disk>', 'the disk id (disk0, disk1, ...)')
+    .requiredOption('--size <size>', 'the new virtual size (e.g. 20G)')
+    .option('--json', 'print JSON')
+    .action((folder: string, disk: string, opts: { size: string; json?: boolean }) =>
+      run(
+        () =>
+          withVm(folder, { command: 'vm resize-disk' }, async (v) => {
+            const r = await v.resizeDisk(disk, parseSize(opts.size, '--size'));
+            if (opts.json) printJson(r);
+            else process.stdout.write(`resized ${r.vm}'s ${r.disk} (${r.path}) from ${formatBytes(r.previousSize)} to ${formatBytes(r.size)}\n`);
+            return EXIT.ok;
+          }),
+        opts.json ?? false,
+      ),
     );
 
   vm.command('check')

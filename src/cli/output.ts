@@ -29,7 +29,8 @@ Exit codes:
        a file the operation changes, a merge journal that no longer fits the chain;
        or a file is locked: another diskchain or a QEMU uses it (the message names the
        process), or a pending merge reserves it (the message says what to run); or
-       another operation holds the VM (VM_BUSY)
+       another operation holds the VM (VM_BUSY), or the VM is not in a state the
+       operation can run in: running, off, saved, paused (VM_STATE)
   5    I/O error or no space left
   6    no such VM or checkpoint, or a checkpoint name that matches several (NOT_FOUND,
        CHECKPOINT_NOT_FOUND, AMBIGUOUS), or the target already exists (EXISTS)
@@ -50,6 +51,7 @@ function exitCodeFor(code: ErrorCode): number {
     case 'JOURNAL_MISMATCH':
     case 'LOCKED':
     case 'VM_BUSY':
+    case 'VM_STATE':
       return EXIT.chain;
     case 'IO':
     case 'NO_SPACE':

@@ -1,6 +1,8 @@
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
-import { open, rename } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { fileEventListener } from './file-events.js';
+import { FileSource } from './file-source.js';
 
 /**
  * Replaces `path` with `text` atomically: write a temporary file, flush it, rename it over the old
@@ -8,14 +10,15 @@ import { dirname } from 'node:path';
  */
 export async function writeFileAtomic(path: string, text: string): Promise<void> {
   const tmp = `${path}.tmp`;
-  const fh = await open(tmp, 'w');
+  await removeFile(tmp);
+  const file = await FileSource.create(tmp);
   try {
-    await fh.writeFile(text);
-    await fh.sync();
+    await file.write(new TextEncoder().encode(text), 0);
+    await file.flush();
   } finally {
-    await fh.close();
+    await file.close();
   }
-  await rename(tmp, path);
+  await renameFile(tmp, path);
   await syncFolder(dirname(path));
 }
 
@@ -38,6 +41,18 @@ export function writeFileAtomicSync(path: string, text: string): void {
   }
 }
 
+/** Renames `from` over `to`; durable once the folder is flushed (syncFolder). */
+export async function renameFile(from: string, to: string): Promise<void> {
+  fileEventListener()?.({ kind: 'rename', from, to });
+  await rename(from, to);
+}
+
+/** Removes `path` if it exists; durable once the folder is flushed (syncFolder). */
+export async function removeFile(path: string): Promise<void> {
+  fileEventListener()?.({ kind: 'remove', path });
+  await rm(path, { force: true });
+}
+
 /** Makes renames and removals in a folder durable. */
 export async function syncFolder(folder: string): Promise<void> {
   const fh = await open(folder, 'r');
@@ -46,4 +61,5 @@ export async function syncFolder(folder: string): Promise<void> {
   } finally {
     await fh.close();
   }
+  fileEventListener()?.({ kind: 'sync-folder', folder });
 }

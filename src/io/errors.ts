@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'IO' // the operating system refused an operation
   | 'LOCKED' // another process (diskchain or QEMU) or a pending merge holds a file; details: holder, heldBy
   | 'VM_BUSY' // another operation holds the VM's lock (details.holder)
+  | 'VM_STATE' // the operation does not fit the VM's state: it is running, off, saved, paused (details.state)
   | 'NOT_FOUND' // no VM folder (or disk of a VM) by that name; a console request names no route, job or item that exists
   | 'CHECKPOINT_NOT_FOUND' // no checkpoint with that id or name
   | 'AMBIGUOUS' // a name matches several checkpoints (details.candidates)

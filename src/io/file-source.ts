@@ -2,6 +2,7 @@ import { writeSync, writevSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { ByteSource } from './byte-source.js';
 import { DiskchainError } from './errors.js';
+import { fileEventListener } from './file-events.js';
 
 /**
  * Where file writes run:
@@ -25,17 +26,22 @@ async function beforeBlockingWrite(): Promise<void> {
   if (writeMode === 'calling-thread') await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
-/** A ByteSource over a file. Opened read-only unless asked otherwise. */
+let opened = 0;
+
+/** A ByteSource over a file. Opened read-only unless asked otherwise. Writable ones report their changes (file-events.ts). */
 export class FileSource implements ByteSource {
   readonly name: string;
   readonly readOnly: boolean;
   private readonly fh: FileHandle;
   private closed = false;
+  /** Numbers this open in file events. */
+  private readonly eventId = ++opened;
 
-  private constructor(name: string, fh: FileHandle, readOnly: boolean) {
+  private constructor(name: string, fh: FileHandle, readOnly: boolean, created = false) {
     this.name = name;
     this.fh = fh;
     this.readOnly = readOnly;
+    if (!readOnly) fileEventListener()?.({ kind: 'open', file: this.eventId, path: name, created });
   }
 
   static async open(path: string, options: { writable?: boolean } = {}): Promise<FileSource> {
@@ -50,7 +56,7 @@ export class FileSource implements ByteSource {
   /** Creates a new file; refuses to replace an existing one. */
   static async create(path: string): Promise<FileSource> {
     try {
-      return new FileSource(path, await open(path, 'wx+'), false);
+      return new FileSource(path, await open(path, 'wx+'), false, true);
     } catch (e) {
       throw ioError(e, 'cannot create file', path);
     }
@@ -79,6 +85,7 @@ export class FileSource implements ByteSource {
 
   async write(data: Uint8Array, offset: number): Promise<void> {
     this.assertWritable();
+    fileEventListener()?.({ kind: 'write', file: this.eventId, offset, data });
     let done = 0;
     await beforeBlockingWrite();
     try {
@@ -95,6 +102,8 @@ export class FileSource implements ByteSource {
   async writeParts(parts: readonly Uint8Array[], offset: number): Promise<void> {
     this.assertWritable();
     const total = parts.reduce((n, p) => n + p.length, 0);
+    const listener = fileEventListener();
+    for (let i = 0, at = offset; listener && i < parts.length; at += parts[i]!.length, i++) listener({ kind: 'write', file: this.eventId, offset: at, data: parts[i]! });
     let done = 0;
     await beforeBlockingWrite();
     try {
@@ -114,6 +123,7 @@ export class FileSource implements ByteSource {
 
   async truncate(length: number): Promise<void> {
     this.assertWritable();
+    fileEventListener()?.({ kind: 'truncate', file: this.eventId, length });
     try {
       await this.fh.truncate(length);
     } catch (e) {
@@ -123,11 +133,13 @@ export class FileSource implements ByteSource {
 
   async flush(): Promise<void> {
     if (this.readOnly) return;
+    fileEventListener()?.({ kind: 'flush-start', file: this.eventId });
     try {
       await this.fh.sync();
     } catch (e) {
       throw ioError(e, 'flush failed', this.name);
     }
+    fileEventListener()?.({ kind: 'flush-done', file: this.eventId });
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,6 @@
-import { readFile, rm, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { syncFolder, writeFileAtomic } from '../io/durable.js';
+import { removeFile, syncFolder, writeFileAtomic } from '../io/durable.js';
 import { DiskchainError } from '../io/errors.js';
 
 export { syncFolder };
@@ -36,7 +36,7 @@ export async function readJournal(path: string): Promise<Record<string, unknown>
 }
 
 export async function removeJournal(path: string): Promise<void> {
-  await rm(path, { force: true });
-  await rm(`${path}.tmp`, { force: true });
+  await removeFile(path);
+  await removeFile(`${path}.tmp`);
   await syncFolder(dirname(path));
 }

@@ -1,5 +1,6 @@
-import { realpath, rm, stat, utimes } from 'node:fs/promises';
+import { realpath, stat, utimes } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
+import { removeFile } from '../io/durable.js';
 import { DiskchainError } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import type { ByteSource } from '../io/byte-source.js';
@@ -148,7 +149,7 @@ async function runMerge(journalPath: string, journal: MergeJournal, options: Mer
   const removed: string[] = [];
   if (!journal.keep) {
     for (const layer of journal.layers) {
-      await rm(layer.path, { force: true });
+      await removeFile(layer.path);
       removed.push(layer.path);
     }
     for (const folder of new Set(journal.layers.map((l) => dirname(l.path)))) await syncFolder(folder);

@@ -24,6 +24,11 @@ export interface QemuExit {
 export interface QemuStartOptions {
   /** Bounds the start until QMP answers (default 30 s). */
   timeoutMs?: number;
+  /**
+   * A command QEMU is run through, which execs it (same pid): the VM worker uses
+   * `setpriv --pdeathsig KILL` so QEMU dies with the process that serves its disks.
+   */
+  wrapper?: string[];
   signal?: AbortSignal;
 }
 
@@ -58,7 +63,8 @@ export class QemuProcess {
     const argv = qemuArgv(config);
     const binary = config.binary ?? 'qemu-system-x86_64';
     await rm(config.qmpSocket, { force: true });
-    const child = spawn(binary, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const wrapper = options.wrapper ?? [];
+    const child = wrapper.length > 0 ? spawn(wrapper[0]!, [...wrapper.slice(1), binary, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] }) : spawn(binary, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     const qemu = new QemuProcess(child, argv);
     const spawned = await new Promise<Error | undefined>((resolve) => {
       child.once('spawn', () => resolve(undefined));

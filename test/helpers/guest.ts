@@ -127,6 +127,17 @@ export async function readGuestDisk(path: string): Promise<GuestDiskView> {
   return parseGuestDisk(bytes);
 }
 
+/** Parses the guest's records from any disk that reads (a chain), then closes it. */
+export async function readGuestView(disk: { read(target: Uint8Array, offset: number): Promise<void>; close(): Promise<void> }): Promise<GuestDiskView> {
+  try {
+    const bytes = new Uint8Array(GUEST_LAYOUT.minDiskBytes);
+    await disk.read(bytes, 0);
+    return parseGuestDisk(bytes);
+  } finally {
+    await disk.close();
+  }
+}
+
 /** A sparse raw file of `bytes` bytes. */
 export async function makeRawDisk(path: string, bytes: number): Promise<string> {
   await writeFile(path, '');

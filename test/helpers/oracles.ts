@@ -102,5 +102,3 @@ for data in chunks(): sys.stdout.buffer.write(data)
 `;
   return new Uint8Array(execFileSync(PY, ['-c', script, path, ...parents], { maxBuffer: 1024 * 1024 * 1024 }));
 }
-
-export const FIXTURES = new URL('../../../../shared/fixtures/real/', import.meta.url).pathname;

@@ -1,7 +1,8 @@
 /**
  * Crash writer: opens a VHDX writable and performs the seeded stream of vhdx-crash-stream.ts until it
- * is killed. After each flush completes it prints "flushed N" (N = writes performed so far)
- * synchronously, so a line on stdout means the flush returned before the kill.
+ * is killed. It prints "opening" before the open starts and "ready" once it is done; after each flush
+ * completes it prints "flushed N" (N = writes performed so far) synchronously, so a line on stdout
+ * means the flush returned before the kill. The test kills on these events, never after a delay.
  *
  * usage: node vhdx-crash-writer.js <path> <seed> <virtualSize> <logicalSectorSize> <blockSize> <count>
  */
@@ -15,6 +16,7 @@ async function main(): Promise<void> {
   if (!path || !seed || !virtualSize || !logicalSectorSize || !blockSize || !count) throw new Error('usage: vhdx-crash-writer <path> <seed> <virtualSize> <lss> <blockSize> <count>');
   const ops = crashStream(Number(seed), { virtualSize: Number(virtualSize), logicalSectorSize: Number(logicalSectorSize), blockSize: Number(blockSize) }, Number(count));
   // The format is found by content: the same writer drives VHDX and VHD files.
+  writeSync(1, 'opening\n');
   const source = await FileSource.open(path, { writable: true });
   const disk = await (await detectFormat(source)).open(source, { writable: true });
   writeSync(1, 'ready\n');

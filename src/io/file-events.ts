@@ -1,0 +1,33 @@
+/**
+ * What changes files, as events: the writes, resizes and flushes of every writable FileSource, and the
+ * creations, renames, removals and folder flushes that go through durable.ts. Nothing listens by
+ * default (one check per call); a test installs a listener to build a power-cut model of an operation
+ * (docs/crash-safety.md). A listener runs synchronously, before the change is made (a flush: when it
+ * starts and when it has returned), and must copy any bytes it keeps.
+ */
+export type FileEvent =
+  /** A FileSource opened for writing; `created` when it made the file. `file` numbers the open. */
+  | { kind: 'open'; file: number; path: string; created: boolean }
+  | { kind: 'write'; file: number; offset: number; data: Uint8Array }
+  | { kind: 'truncate'; file: number; length: number }
+  | { kind: 'flush-start'; file: number }
+  | { kind: 'flush-done'; file: number }
+  | { kind: 'rename'; from: string; to: string }
+  | { kind: 'remove'; path: string }
+  | { kind: 'sync-folder'; folder: string };
+
+export type FileEventListener = (event: FileEvent) => void;
+
+let listener: FileEventListener | undefined;
+
+/** Installs `next` (undefined: none); returns the listener it replaces. */
+export function setFileEventListener(next: FileEventListener | undefined): FileEventListener | undefined {
+  const previous = listener;
+  listener = next;
+  return previous;
+}
+
+/** The listener, if any: callers build an event only when one is installed. */
+export function fileEventListener(): FileEventListener | undefined {
+  return listener;
+}

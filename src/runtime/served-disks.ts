@@ -1,0 +1,107 @@
+/**
+ * The VM's disks as the worker serves them to QEMU: one NBD server on `<vm>/run/nbd.sock`, one
+ * export per disk named by its id, each over Now's chain (the leaf writable). While served, Now's
+ * leaves are locked for writing and their parents for reading (io/lock.ts), so neither another
+ * diskchain nor a QEMU opens them behind the worker's back.
+ *
+ * After a checkpoint's commit, `switchToNow()` puts each export on Now's new chain (NbdExport.swap:
+ * requests in flight finish on the old chain, which is flushed and closed; later ones go to the new
+ * leaf). The guest is paused by then (QMP stop drained its writes), so nothing is in flight anyway.
+ */
+import { chmod } from 'node:fs/promises';
+import type { DiskChain } from '../chain/disk-chain.js';
+import { openNodeChain } from '../checkpoint/disks.js';
+import type { VmFolder } from '../checkpoint/folder.js';
+import { lockFile, type FileLock } from '../io/lock.js';
+import { ChainBackend } from '../server/backend.js';
+import { NbdExport } from '../server/export.js';
+import { NbdServer } from '../server/server.js';
+
+interface ServedDisk {
+  id: string;
+  export: NbdExport;
+  locks: FileLock[];
+}
+
+/** Opens Now's chain of one disk writable, with its locks (leaf write, parents read). */
+async function openNow(vm: VmFolder, diskId: string): Promise<{ chain: DiskChain; locks: FileLock[] }> {
+  const locks: FileLock[] = [];
+  const node = vm.manifest.nodes.find((n) => n.id === vm.manifest.now.disks[diskId])!;
+  try {
+    locks.push(await lockFile(await vm.realPath(node.file), 'write', { command: 'vm worker' }));
+    const chain = await openNodeChain(vm, node.id, { writable: true, allowSkips: true });
+    try {
+      for (const layer of chain.layers.slice(1)) locks.push(await lockFile(layer.path, 'read', { command: 'vm worker' }));
+    } catch (e) {
+      await chain.close().catch(() => undefined);
+      throw e;
+    }
+    return { chain, locks };
+  } catch (e) {
+    for (const l of locks.reverse()) await l.release().catch(() => undefined);
+    throw e;
+  }
+}
+
+export class ServedDisks {
+  private constructor(
+    private readonly vm: VmFolder,
+    private readonly server: NbdServer,
+    private readonly disks: ServedDisk[],
+  ) {}
+
+  static async open(vm: VmFolder, socket: string, log?: (message: string) => void): Promise<ServedDisks> {
+    const disks: ServedDisk[] = [];
+    try {
+      for (const d of vm.manifest.disks) {
+        const { chain, locks } = await openNow(vm, d.id);
+        disks.push({ id: d.id, export: new NbdExport(new ChainBackend(chain), { name: d.id, description: `${vm.manifest.name} ${d.id}` }), locks });
+      }
+      const server = new NbdServer({ exports: disks.map((d) => d.export), ...(log ? { log } : {}) });
+      await server.listen({ socket });
+      await chmod(socket, 0o600);
+      return new ServedDisks(vm, server, disks);
+    } catch (e) {
+      for (const d of disks) await closeDisk(d).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** The exports, by disk id. */
+  get exports(): Map<string, NbdExport> {
+    return new Map(this.disks.map((d) => [d.id, d.export]));
+  }
+
+  /** Puts every export on Now's chain as vm.json now says (after a checkpoint's commit). */
+  async switchToNow(): Promise<void> {
+    for (const d of this.disks) {
+      const { chain, locks } = await openNow(this.vm, d.id);
+      const previous = await d.export.swap(new ChainBackend(chain));
+      const oldLocks = d.locks;
+      d.locks = locks;
+      await previous.close();
+      for (const l of oldLocks.reverse()) await l.release();
+    }
+  }
+
+  /** Every completed write durable. */
+  async flush(): Promise<void> {
+    for (const d of this.disks) await d.export.flush();
+  }
+
+  /** Stops serving: the requests in flight finish, each chain is flushed and closed, the locks dropped. */
+  async close(): Promise<void> {
+    await this.server.close();
+    const errors: unknown[] = [];
+    for (const d of this.disks) await closeDisk(d).catch((e: unknown) => errors.push(e));
+    if (errors.length > 0) throw errors[0];
+  }
+}
+
+async function closeDisk(d: ServedDisk): Promise<void> {
+  try {
+    await d.export.close();
+  } finally {
+    for (const l of d.locks.reverse()) await l.release().catch(() => undefined);
+  }
+}
