@@ -24,6 +24,7 @@ export { rawDriver } from '../formats/raw/driver.js';
 export { DiskChain, type ChainExtent, type ChainLink } from '../chain/disk-chain.js';
 export { openChain, openDisk, MAX_CHAIN_DEPTH, type OpenChainOptions, type OpenDiskOptions } from '../chain/open-chain.js';
 export { locateParent, type LocateAttempt } from '../chain/locate.js';
+export { defaultLinkStorePath, linkStorePath, useLinkStore } from '../chain/link-store.js';
 export { copyChainInto, type CopyResult } from '../ops/convert.js';
 export { compareChains, type CompareResult } from '../ops/compare.js';
 export type { LongOperationOptions, ProgressCallback } from '../ops/progress.js';

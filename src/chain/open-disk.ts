@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import type { ByteSource } from '../io/byte-source.js';
 import { FileSource } from '../io/file-source.js';
 import { detectFormat, driverFor } from '../formats/registry.js';
@@ -28,13 +29,19 @@ export async function openDisk(path: string, options: OpenDiskOptions = {}): Pro
   }
 }
 
-/** Creates a new disk file in `format`; refuses to replace an existing file. */
+/**
+ * Creates a new disk file in `format`; refuses to replace an existing file. A create that fails (a size,
+ * block size or sector size the format refuses, a full disk) removes the file it made, so nothing is left
+ * behind and the same command can be run again.
+ */
 export async function createDisk(path: string, format: FormatName, options: CreateOptions): Promise<VirtualDisk> {
   const source = await FileSource.create(path);
   try {
     return await driverFor(format).create(source, options);
   } catch (e) {
-    await source.close();
+    await source.close().catch(() => undefined);
+    // The file is ours: FileSource.create made it (it refuses an existing one).
+    await rm(path, { force: true });
     throw e;
   }
 }
