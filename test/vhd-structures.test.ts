@@ -113,7 +113,11 @@ test('create: layouts and footer fields', async () => {
   const dyn = new MemorySource();
   const d = await vhdDriver.create(dyn, { diskType: 'dynamic', virtualSize: 10 * 1024 * 1024 });
   assert.equal(d.blockSize, 2 * 1024 * 1024);
-  assert.deepEqual(d.details().geometry, { cylinders: 301, heads: 4, sectorsPerTrack: 17 });
+  // 10 MiB is not a whole number of the spec's cylinders (301/4/17 is 12 sectors short): the maximum
+  // geometry, so that QEMU reads Current Size; a size the spec describes exactly keeps the spec's.
+  assert.deepEqual(d.details().geometry, { cylinders: 65535, heads: 16, sectorsPerTrack: 255 });
+  const exact = await vhdDriver.create(new MemorySource(), { diskType: 'dynamic', virtualSize: 301 * 4 * 17 * 512 });
+  assert.deepEqual(exact.details().geometry, { cylinders: 301, heads: 4, sectorsPerTrack: 17 });
   assert.equal(await dyn.size(), 512 + 1024 + 512 + 512);
   // A new block of a dynamic disk gets an all-ones bitmap; the footer moves to the new end.
   await d.write(new Uint8Array(512).fill(1), 2 * 1024 * 1024);

@@ -24,6 +24,7 @@ export { rawDriver } from '../formats/raw/driver.js';
 export { DiskChain, type ChainExtent, type ChainLink } from '../chain/disk-chain.js';
 export { openChain, openDisk, MAX_CHAIN_DEPTH, type OpenChainOptions, type OpenDiskOptions } from '../chain/open-chain.js';
 export { locateParent, type LocateAttempt } from '../chain/locate.js';
+export { defaultLinkStorePath, linkStorePath, useLinkStore } from '../chain/link-store.js';
 export { copyChainInto, type CopyResult } from '../ops/convert.js';
 export { compareChains, type CompareResult } from '../ops/compare.js';
 export type { LongOperationOptions, ProgressCallback } from '../ops/progress.js';
@@ -36,6 +37,7 @@ export { scanFolders, shellQuote, type PlanStep, type ScanOptions, type ScanRepo
 export { merge, type MergeOptions, type MergeResult } from '../ops/merge.js';
 export { rebase, type RebaseOptions, type RebaseResult } from '../ops/rebase.js';
 export { reparent, type ReparentOptions, type ReparentResult } from '../ops/reparent.js';
+export { resize, type ResizeCallOptions, type ResizeResult } from './resize.js';
 export { measureChain, type Measure, type MergeMeasure } from '../ops/measure.js';
 export { hashChain } from '../ops/hash.js';
 export { resolveParent, type ParentSearchOptions, type ResolvedParent } from '../chain/resolve-parent.js';
@@ -66,6 +68,7 @@ export {
   type VmFinding,
   type GroupCheckpointOptions,
   type GroupCheckpointResult,
+  type GroupRemoveResult,
   type Manifest,
   type RecoveryReport,
   type Transaction,

@@ -20,6 +20,8 @@ import type { RecoveryReport } from '../checkpoint/recover.js';
 import { removeCheckpoint, type RemoveOptions, type RemoveResult } from '../checkpoint/remove.js';
 import { renameCheckpoint } from '../checkpoint/rename.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { resizeVmDisk } from '../checkpoint/resize-disk.js';
+import type { ResizeResult } from '../ops/resize.js';
 import { deleteVm, openVmFolder, type OpenVmFolderOptions } from '../checkpoint/vms.js';
 
 export { createVm, type CreateVmOptions, type CreatedVm } from '../checkpoint/vm-create.js';
@@ -95,6 +97,11 @@ export class VirtualMachine {
   /** A standalone VM folder with the disks flattened at the checkpoint. */
   export(ref: string, folder: string, options: ExportOptions = {}): Promise<ExportResult> {
     return exportCheckpoint(this.vm, resolveCheckpoint(this.vm.manifest, ref), folder, options);
+  }
+
+  /** Resize-VHD on a disk of the VM (refused while checkpoints exist: remove them or export first). */
+  resizeDisk(diskId: string, size: number): Promise<ResizeResult & { vm: string; disk: string }> {
+    return resizeVmDisk(this.vm, diskId, size);
   }
 
   /** What is on disk and not in the tree (and the reverse), with a safe plan; `repair` does the safe part. */

@@ -46,7 +46,8 @@ export async function createDisk(path: string, format: FormatName, options: Crea
     }
     return disk;
   } catch (e) {
-    await staged.source.close();
+    // A refused create (a size, block size or sector size the format refuses, a full disk) leaves nothing.
+    await staged.source.close().catch(() => undefined);
     await staged.discard();
     throw e;
   }

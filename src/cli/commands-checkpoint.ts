@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { groupCheckpoint, groupRemove, withVm, type VmDescription } from '../api/vm.js';
 import { DiskchainError } from '../io/errors.js';
-import { EXIT, interruptSignal, printJson, progressBar, type Run } from './output.js';
+import { EXIT, interruptSignal, printJson, say, progressBar, type Run } from './output.js';
 import { formatBytes } from './sizes.js';
 
 /** The tree, Now under its parent, as Hyper-V Manager's checkpoint pane shows it. */
@@ -44,13 +44,13 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
         if (folders.length > 1) {
           const result = await groupCheckpoint(folders, { ...(opts.name ? { name: opts.name } : {}), signal: interruptSignal() });
           if (opts.json) printJson(result);
-          else process.stdout.write(`group ${result.group}:\n${result.checkpoints.map((c) => `  ${c.vm}: ${checkpointLine(c.checkpoint)}`).join('\n')}\n`);
+          else say(`group ${result.group}:\n${result.checkpoints.map((c) => `  ${c.vm}: ${checkpointLine(c.checkpoint)}`).join('\n')}\n`);
           return EXIT.ok;
         }
         return withVm(folders[0]!, { command: 'checkpoint create' }, async (vm) => {
           const c = await vm.checkpoint({ ...(opts.name ? { name: opts.name } : {}), signal: interruptSignal() });
           if (opts.json) printJson({ checkpoints: [c] });
-          else process.stdout.write(`created checkpoint ${checkpointLine(c)}\n${c.disks.map((d) => `  ${d.id}: froze ${d.file}`).join('\n')}\n`);
+          else say(`created checkpoint ${checkpointLine(c)}\n${c.disks.map((d) => `  ${d.id}: froze ${d.file}`).join('\n')}\n`);
           return EXIT.ok;
         });
       }, opts.json ?? false),
@@ -120,7 +120,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
             const results = await groupRemove(args, opts.group, common);
             bar.stop();
             if (opts.json) printJson(results);
-            else process.stdout.write(results.vms.map((r) => `${r.folder}: removed ${r.result.removed.map((c) => `"${c.name}"`).join(', ')}`).join('\n') + '\n');
+            else say(results.vms.map((r) => `${r.folder}: removed ${r.result.removed.map((c) => `"${c.name}"`).join(', ')}`).join('\n') + '\n');
             return EXIT.ok;
           }
           const ref = opts.checkpoint ?? (args.length === 2 ? args[1] : undefined);
@@ -156,7 +156,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
           withVm(folder, { command: 'checkpoint rename' }, async (vm) => {
             const r = await vm.rename(ref, name);
             if (opts.json) printJson(r);
-            else process.stdout.write(`renamed "${r.previous}" to "${r.name}" (${r.id})\n`);
+            else say(`renamed "${r.previous}" to "${r.name}" (${r.id})\n`);
             return EXIT.ok;
           }),
         opts.json ?? false,
@@ -181,7 +181,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
               const r = await vm.export(ref, target, { ...(format ? { format } : {}), signal: interruptSignal(), onProgress: bar.onProgress });
               bar.stop();
               if (opts.json) printJson(r);
-              else process.stdout.write(`exported "${r.checkpoint.name}" to ${r.folder}\n${r.disks.map((d) => `  ${d.id}: ${d.path}`).join('\n')}\n`);
+              else say(`exported "${r.checkpoint.name}" to ${r.folder}\n${r.disks.map((d) => `  ${d.id}: ${d.path}`).join('\n')}\n`);
               return EXIT.ok;
             } finally {
               bar.stop();

@@ -47,11 +47,19 @@ export class FileSource implements ByteSource {
 
   static async open(path: string, options: { writable?: boolean } = {}): Promise<FileSource> {
     const writable = options.writable ?? false;
+    let fh: FileHandle;
     try {
-      return new FileSource(path, await open(path, writable ? 'r+' : 'r'), !writable);
+      fh = await open(path, writable ? 'r+' : 'r');
     } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EISDIR') throw notAFile(path);
       throw ioError(e, 'cannot open file', path);
     }
+    // Linux opens a folder read-only; its first read would fail with EISDIR.
+    if ((await fh.stat().catch(() => undefined))?.isDirectory()) {
+      await fh.close();
+      throw notAFile(path);
+    }
+    return new FileSource(path, fh, !writable);
   }
 
   /** Creates a new file; refuses to replace an existing one. `name` names it in errors and to the formats (default: `path`). */
@@ -152,6 +160,10 @@ export class FileSource implements ByteSource {
   private assertWritable(): void {
     if (this.readOnly) throw new DiskchainError('READ_ONLY', 'file is open read-only', { file: this.name });
   }
+}
+
+function notAFile(path: string): DiskchainError {
+  return new DiskchainError('INVALID_ARGUMENT', 'a folder, not a disk image file', { file: path, errno: 'EISDIR' });
 }
 
 function ioError(e: unknown, what: string, file: string, offset?: number): DiskchainError {

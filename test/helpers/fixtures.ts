@@ -27,7 +27,8 @@ export interface FixtureExpected {
   contentSha256: string | null;
   contentSha256WithoutLogReplay?: string;
   contentSha256OverZeroParent?: string;
-  qemuDefaultSizeRead?: { virtualSize: number; contentSha256: string };
+  /** What qemu-img reads with default options, where it differs from the virtual size. */
+  qemuDefaultSizeRead?: { size: number; sha256: string; why: string };
   vhd?: { uniqueId: string; geometry: { cylinders: number; heads: number; sectorsPerTrack: number }; allocatedBlocks?: number };
   parent: { parentUniqueId: string; parentUnicodeName: string; locators: Array<{ platformCode: string; value: string }> } | null;
   dataExtents?: Array<[number, number]>;

@@ -3,7 +3,7 @@ import { isDiskchainError } from '../../io/errors.js';
 import type { Finding } from '../types.js';
 import { UNALLOCATED } from './bat.js';
 import { SECTOR } from './constants.js';
-import { geometryForSize } from './geometry.js';
+import { geometryForSize, isMaxGeometry, qemuDefaultSize } from './geometry.js';
 import { parseVhd } from './layout.js';
 import { countBits } from './sector-bitmap.js';
 import { NULL_UNIQUE_ID } from './unique-id.js';
@@ -32,8 +32,13 @@ export async function checkVhd(source: ByteSource): Promise<Finding[]> {
     add('info', 'VHD_RESIZED', `original size ${f.originalSize} differs from current size ${layout.virtualSize} (the disk was resized)`, layout.footerOffset + 40);
   }
   const g = geometryForSize(layout.virtualSize);
-  if (g.cylinders !== f.geometry.cylinders || g.heads !== f.geometry.heads || g.sectorsPerTrack !== f.geometry.sectorsPerTrack) {
+  const spec = g.cylinders === f.geometry.cylinders && g.heads === f.geometry.heads && g.sectorsPerTrack === f.geometry.sectorsPerTrack;
+  if (!spec && !isMaxGeometry(f.geometry)) {
     add('info', 'VHD_GEOMETRY_UNUSUAL', `geometry ${f.geometry.cylinders}/${f.geometry.heads}/${f.geometry.sectorsPerTrack} is not the spec's ${g.cylinders}/${g.heads}/${g.sectorsPerTrack} for this size`, layout.footerOffset + 56);
+  }
+  const qemu = qemuDefaultSize(f.creatorApplication, f.geometry, layout.virtualSize);
+  if (qemu !== layout.virtualSize) {
+    add('info', 'VHD_QEMU_CHS_SIZE', `QEMU sizes a VHD from creator '${f.creatorApplication.replace(/\0/g, '\\0')}' by its CHS geometry: it sees ${qemu} bytes, not the current size ${layout.virtualSize} (qemu-img needs --image-opts driver=vpc,force_size_calc=current_size)`, layout.footerOffset + 56);
   }
   if (layout.diskType === 'differencing' && layout.header?.parentUniqueId === NULL_UNIQUE_ID) {
     add('warning', 'VHD_PARENT_ID_NULL', 'the differencing disk records a null parent unique id', layout.headerOffset + 40);

@@ -10,7 +10,7 @@ import {
 } from './constants.js';
 import { encodeDynamicHeader } from './dynamic-header.js';
 import { encodeFooter, vhdTimeStamp } from './footer.js';
-import { geometryForSize } from './geometry.js';
+import { geometryToWrite } from './geometry.js';
 import { encodeLocatorPath, locatorSpaceFor, PLATFORM_W2KU, PLATFORM_W2RU, type LocatorEntry } from './parent-locator.js';
 import { isUniqueIdString, randomUniqueId } from './unique-id.js';
 
@@ -61,7 +61,7 @@ export async function writeNewVhd(source: ByteSource, options: CreateOptions): P
     creatorHostOs: CREATOR_HOST_WINDOWS,
     originalSize: BigInt(size),
     currentSize: BigInt(size),
-    geometry: geometryForSize(size),
+    geometry: geometryToWrite(size),
     diskType: diskType === 'fixed' ? DISK_TYPE_FIXED : diskType === 'dynamic' ? DISK_TYPE_DYNAMIC : DISK_TYPE_DIFFERENCING,
     uniqueId: randomUniqueId(),
     savedState: 0,

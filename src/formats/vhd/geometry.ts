@@ -12,6 +12,13 @@ export function chsSectors(g: Geometry): number {
   return g.cylinders * g.heads * g.sectorsPerTrack;
 }
 
+/** 65535 cylinders, 16 heads, 255 sectors per track: the most the field can say (spec appendix cap). */
+export const MAX_GEOMETRY: Readonly<Geometry> = Object.freeze({ cylinders: 65535, heads: 16, sectorsPerTrack: 255 });
+
+export function isMaxGeometry(g: Geometry): boolean {
+  return g.cylinders === MAX_GEOMETRY.cylinders && g.heads === MAX_GEOMETRY.heads && g.sectorsPerTrack === MAX_GEOMETRY.sectorsPerTrack;
+}
+
 /**
  * The CHS geometry for a disk of `size` bytes, per the spec's "CHS Calculation" appendix.
  * The result may describe slightly fewer sectors than the disk has; the virtual size is always
@@ -44,4 +51,28 @@ export function geometryForSize(size: number): Geometry {
     }
   }
   return { cylinders: Math.floor(cylinderTimesHeads / heads), heads, sectorsPerTrack };
+}
+
+/**
+ * The geometry diskchain writes for `size` bytes, chosen so every reader sees `size`
+ * (docs/formats/vhd.md, "Which size readers see"): the spec's geometry when it describes exactly
+ * `size`; otherwise the maximum geometry, which QEMU's vpc driver reads as "use Current Size" whatever
+ * the creator application (Disk2vhd writes it too, and the spec algorithm itself gives it beyond
+ * 127.5 GiB). Windows, Hyper-V, Azure and libvhdi always use Current Size.
+ */
+export function geometryToWrite(size: number): Geometry {
+  const g = geometryForSize(size);
+  return chsSectors(g) * SECTOR === size ? g : { ...MAX_GEOMETRY };
+}
+
+/**
+ * Creator applications whose VHDs QEMU (block/vpc.c, 7.2) sizes by Current Size; any other creator's
+ * disk it sizes by CHS geometry unless the geometry is the maximum or force_size_calc says otherwise.
+ */
+export const QEMU_CURRENT_SIZE_CREATORS: readonly string[] = ['win ', 'qem2', 'd2v ', 'CTXS', 'tap\0'];
+
+/** The size QEMU 7.2 gives this footer without options (see QEMU_CURRENT_SIZE_CREATORS). */
+export function qemuDefaultSize(creatorApplication: string, geometry: Geometry, currentSize: number): number {
+  if (QEMU_CURRENT_SIZE_CREATORS.includes(creatorApplication) || isMaxGeometry(geometry)) return currentSize;
+  return chsSectors(geometry) * SECTOR;
 }

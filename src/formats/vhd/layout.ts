@@ -9,7 +9,7 @@ import {
 } from './constants.js';
 import { decodeDynamicHeader, dynamicHeaderChecksumOk, type DynamicHeader } from './dynamic-header.js';
 import { decodeFooter, footerLooksValid, hasFooterCookie, type VhdFooter } from './footer.js';
-import { chsSectors } from './geometry.js';
+import { chsSectors, isMaxGeometry } from './geometry.js';
 import { decodeLocatorPath, isKnownPlatform, isUnusedEntry, locatorSpaceBytes, PLATFORM_W2KU, PLATFORM_W2RU, toParentLocator, type LocatorEntry } from './parent-locator.js';
 import { bitmapByteLength } from './sector-bitmap.js';
 
@@ -114,7 +114,8 @@ export async function parseVhd(source: ByteSource): Promise<VhdLayout> {
   if ((footer.features & 2) === 0) note('info', 'VHD_FEATURES_RESERVED', 'the footer Features field lacks the reserved bit 0x2', footerOffset + 8);
   if (footer.savedState !== 0) note('warning', 'VHD_SAVED_STATE', 'the footer Saved State flag is set (a saved virtual machine owns this disk)', footerOffset + 84);
   const chs = chsSectors(footer.geometry) * SECTOR;
-  if (chs > virtualSize) note('warning', 'VHD_GEOMETRY', `the CHS geometry describes ${chs} bytes, more than the current size ${virtualSize}`, footerOffset + 56);
+  // The maximum geometry means "size unknown to CHS" (QEMU then uses Current Size; Disk2vhd writes it).
+  if (chs > virtualSize && !isMaxGeometry(footer.geometry)) note('warning', 'VHD_GEOMETRY', `the CHS geometry describes ${chs} bytes, more than the current size ${virtualSize}`, footerOffset + 56);
 
   let copyState: VhdLayout['copyState'] = 'n/a';
   if (diskType !== 'fixed') {
