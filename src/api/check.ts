@@ -1,10 +1,10 @@
 import { FileSource } from '../io/file-source.js';
 import { lockFile } from '../io/lock.js';
 import { isDiskchainError } from '../io/errors.js';
-import { detectFormat } from '../formats/registry.js';
-import type { Finding } from '../formats/types.js';
+import { detectFormat, driverFor } from '../formats/registry.js';
+import type { Finding, FormatName } from '../formats/types.js';
 import { openDisk } from '../chain/open-chain.js';
-import { parentInfo, pendingMergeInfo } from './info.js';
+import { parentInfo, pendingMergeInfo, type ParentSearch } from './info.js';
 
 export interface CheckReport {
   path: string;
@@ -15,25 +15,25 @@ export interface CheckReport {
 }
 
 /**
- * Structural validation of one file, plus the state of its parent link. Never writes. Holds a read
- * lock on the file throughout unless `forceShare` (a file being written would be checked torn).
+ * Structural validation of one file, plus the state of its parent link (found as info finds it). Never
+ * writes. Holds a read lock on the file throughout unless `forceShare` (a file being written would be
+ * checked torn).
  */
-export async function checkDisk(path: string, options: { forceShare?: boolean } = {}): Promise<CheckReport> {
-  const forceShare = options.forceShare ?? false;
-  const lock = forceShare ? undefined : await lockFile(path, 'read');
+export async function checkDisk(path: string, options: ParentSearch & { format?: FormatName } = {}): Promise<CheckReport> {
+  const lock = options.forceShare ? undefined : await lockFile(path, 'read');
   try {
-    return await checkLocked(path, forceShare);
+    return await checkLocked(path, options);
   } finally {
     await lock?.release();
   }
 }
 
-async function checkLocked(path: string, forceShare: boolean): Promise<CheckReport> {
+async function checkLocked(path: string, options: ParentSearch & { format?: FormatName }): Promise<CheckReport> {
   const source = await FileSource.open(path);
   let format: string | null = null;
   const findings: Finding[] = [];
   try {
-    const driver = await detectFormat(source);
+    const driver = options.format ? driverFor(options.format) : await detectFormat(source);
     format = driver.name;
     findings.push(...(await driver.check(source)));
   } catch (e) {
@@ -44,10 +44,13 @@ async function checkLocked(path: string, forceShare: boolean): Promise<CheckRepo
   }
   if (format && !findings.some((f) => f.severity === 'error')) {
     try {
-      const disk = await openDisk(path, { forceShare });
-      const parent = await parentInfo(disk, forceShare).finally(() => disk.close());
+      const disk = await openDisk(path, { ...(options.format ? { format: options.format } : {}), ...(options.forceShare ? { forceShare: true } : {}) });
+      const parent = await parentInfo(disk, options).finally(() => disk.close());
       if (parent && parent.found === null) {
-        findings.push({ severity: 'warning', code: 'PARENT_NOT_FOUND', message: `parent not found (tried ${parent.attempts.map((a) => a.tried).join(', ')})`, file: path });
+        // Not found (or only outside the allowed folders) may be a matter of --search-path; a cycle or a parent of another format is damage.
+        const code = parent.problem?.code ?? 'PARENT_NOT_FOUND';
+        const severity = code === 'PARENT_NOT_FOUND' || code === 'PATH_NOT_ALLOWED' ? 'warning' : 'error';
+        findings.push({ severity, code, message: parent.problem?.message ?? `parent not found (tried ${parent.attempts.map((a) => a.tried).join(', ')})`, file: path });
       } else if (parent && parent.identityMatches === false) {
         findings.push({ severity: 'error', code: 'PARENT_MISMATCH', message: `parent ${parent.found} does not carry the identity this disk recorded`, file: path });
       }

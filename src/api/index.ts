@@ -24,6 +24,7 @@ export { rawDriver } from '../formats/raw/driver.js';
 export { DiskChain, type ChainExtent, type ChainLink } from '../chain/disk-chain.js';
 export { openChain, openDisk, MAX_CHAIN_DEPTH, type OpenChainOptions, type OpenDiskOptions } from '../chain/open-chain.js';
 export { locateParent, type LocateAttempt } from '../chain/locate.js';
+export { defaultLinkStorePath, linkStorePath, useLinkStore } from '../chain/link-store.js';
 export { copyChainInto, type CopyResult } from '../ops/convert.js';
 export { compareChains, type CompareResult } from '../ops/compare.js';
 export type { LongOperationOptions, ProgressCallback } from '../ops/progress.js';
@@ -45,6 +46,7 @@ export {
   openVm,
   withVm,
   createVm,
+  importVm,
   listVms,
   groupCheckpoint,
   groupRemove,
@@ -52,6 +54,8 @@ export {
   type OpenVmOptions,
   type CreateVmOptions,
   type CreatedVm,
+  type ImportVmOptions,
+  type ImportedVm,
   type VmListEntry,
   type VmDescription,
   type CheckpointInfo,
@@ -74,7 +78,7 @@ export {
   type OperationForecast,
   type OperationRequest,
 } from './vm.js';
-export { startVm, stopVm, saveVm, pauseVm, resumeVm, vmStatus, runWorkerProcess, type StartVmOptions, type StopOptions, type VmStatus, type VmState, type WorkerProcessOptions } from './vm-runtime.js';
+export { startVm, stopVm, saveVm, pauseVm, resumeVm, vmStatus, runWorkerProcess, checkpointVm, applyVm, type CheckpointVmResult, type ApplyVmResult, type LiveCheckpointResult, type LiveApplyResult, type StartVmOptions, type StopOptions, type VmStatus, type VmState, type WorkerProcessOptions } from './vm-runtime.js';
 export { serve, NBD_PORT, type ServeHandle, type ServeOptions } from './serve.js';
 export { NbdServer, type ListenOptions, type NbdServerOptions, type ServerAddress, type TlsOptions } from '../server/server.js';
 export { NbdExport, type ExportOptions as NbdExportOptions } from '../server/export.js';

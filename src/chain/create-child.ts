@@ -1,11 +1,14 @@
 import type { FormatName, ParentSpec, VirtualDisk } from '../formats/types.js';
 import { DiskchainError } from '../io/errors.js';
+import { rememberLink } from './link-store.js';
 import { parentPaths } from './link-paths.js';
 import { createDisk, openDisk } from './open-disk.js';
 
 export interface CreateChildOptions {
   /** Payload block size of the child (format default otherwise). */
   blockSize?: number;
+  /** The format the caller expects (its file name's, say): refused unless the parent has it, as a child has its parent's format. */
+  format?: FormatName;
 }
 
 /**
@@ -17,6 +20,9 @@ export async function createChild(childPath: string, parentPath: string, options
   try {
     if (parent.format === 'raw') throw new DiskchainError('UNSUPPORTED', 'a raw image cannot be a parent', { file: parentPath });
     const format: FormatName = parent.format;
+    if (options.format && options.format !== format) {
+      throw new DiskchainError('INVALID_ARGUMENT', `${childPath} is named like a ${options.format.toUpperCase()} file, but its parent is a ${format.toUpperCase()}: a differencing disk has its parent's format (name it .${format === 'vhdx' ? 'avhdx' : 'avhd'})`, { file: childPath });
+    }
     const spec: ParentSpec = {
       identity: parent.identity(),
       virtualSize: parent.virtualSize,
@@ -27,7 +33,10 @@ export async function createChild(childPath: string, parentPath: string, options
     };
     // The parent stays open (read-locked) until the child exists: nobody writes it in between, so
     // the identity recorded is the parent's (docs/locking.md).
-    return await createDisk(childPath, format, { diskType: 'differencing', virtualSize: spec.virtualSize, parent: spec, ...(options.blockSize ? { blockSize: options.blockSize } : {}) });
+    const child = await createDisk(childPath, format, { diskType: 'differencing', virtualSize: spec.virtualSize, parent: spec, ...(options.blockSize ? { blockSize: options.blockSize } : {}) });
+    // A parent in another folder: diskchain made this link, so later commands follow it (link-store.ts).
+    rememberLink(childPath, parentPath, 'create');
+    return child;
   } finally {
     await parent.close();
   }

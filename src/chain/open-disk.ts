@@ -1,4 +1,5 @@
 import type { ByteSource } from '../io/byte-source.js';
+import { createStaged } from '../io/durable.js';
 import { DiskchainError } from '../io/errors.js';
 import { FileSource } from '../io/file-source.js';
 import { lockFile, type FileLock } from '../io/lock.js';
@@ -60,16 +61,30 @@ async function sameFile(file: FileSource, lock: FileLock): Promise<void> {
   }
 }
 
-/** Creates a new disk file in `format`, write-locked until the disk is closed; refuses to replace an existing file. */
+/**
+ * Creates a new disk file in `format`; refuses to replace an existing file. The disk is made under a
+ * partial name and appears under `path` only once whole and flushed (createStaged), so no crash leaves
+ * a half-made disk there, and a refused create leaves nothing. The file is write-locked from its
+ * creation (the partial name and `path` are one inode) until the disk is closed.
+ */
 export async function createDisk(path: string, format: FormatName, options: CreateOptions): Promise<VirtualDisk> {
-  const source = await FileSource.create(path);
+  const staged = await createStaged(path);
   try {
-    const lock = await lockFile(path, 'write', { sole: true });
-    source.onClose(() => lock.release());
-    await sameFile(source, lock);
-    return await driverFor(format).create(source, options);
+    const lock = await lockFile(staged.partialPath, 'write', { sole: true });
+    staged.source.onClose(() => lock.release());
+    await sameFile(staged.source, lock);
+    const disk = await driverFor(format).create(staged.source, options);
+    try {
+      await staged.publish();
+    } catch (e) {
+      await disk.close().catch(() => undefined);
+      throw e;
+    }
+    return disk;
   } catch (e) {
-    await source.close();
+    // A refused create (a size, block size or sector size the format refuses, a full disk) leaves nothing.
+    await staged.source.close().catch(() => undefined);
+    await staged.discard();
     throw e;
   }
 }
