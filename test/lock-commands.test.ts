@@ -12,8 +12,10 @@ import { openChain, openDisk } from '../src/chain/open-chain.js';
 import { isDiskchainError } from '../src/io/errors.js';
 import { WRITER_PID_BASE, READER_PID_BASE } from '../src/io/lock.js';
 import { merge } from '../src/ops/merge.js';
+import { abandonMerge } from '../src/ops/merge-abandon.js';
+import type { ByteSource } from '../src/io/byte-source.js';
 import { buildChain } from './helpers/merge-chain.js';
-import { fullDiskAfter } from './helpers/full-disk.js';
+import { fullDiskAfter, intercepting } from './helpers/full-disk.js';
 import { holds, startQemuIo, startQemuVm, waitForLocks } from './helpers/locks.js';
 import { requireOracle } from './helpers/oracles.js';
 import { CLI, serveCli } from './helpers/serve-cli.js';
@@ -226,6 +228,37 @@ test('a served chain keeps a merge of its leaf out; the merge goes ahead once se
     }
     const r = await merge(c2!);
     assert.equal(r.merged.length, 1);
+  } finally {
+    cleanup();
+  }
+});
+
+test('one process: a second merge into the same target, or an abandon of the running merge, is refused while it runs', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const [, , c2, c3] = await buildChain(join(dir, 'w'), 'vhd', 24);
+    const refusals: string[] = [];
+    let asked = false;
+    const probing = (inner: ByteSource): ByteSource =>
+      intercepting(inner, {
+        write: async (d, o) => {
+          if (!asked) {
+            asked = true;
+            for (const attempt of [merge(c2!), abandonMerge(c2!)]) {
+              await attempt.then(
+                () => refusals.push('accepted'),
+                (e: unknown) => refusals.push(isDiskchainError(e) ? `${e.code}: ${e.message}` : String(e)),
+              );
+            }
+          }
+          await inner.write(d, o);
+        },
+      });
+    const r = await merge(c2!, { wrapTargetSource: probing });
+    assert.equal(r.merged.length, 1);
+    assert.equal(refusals.length, 2);
+    for (const line of refusals) assert.match(line, /^LOCKED: a merge into the same target is running in this process/);
+    void c3;
   } finally {
     cleanup();
   }

@@ -123,15 +123,16 @@ export class VirtualMachine {
    * A disk of the VM as a chain: Now's (writable when asked and the VM is opened for writing) or
    * a checkpoint's (always read-only). Close it before the next operation on the VM.
    */
-  openDisk(diskId: string, options: { checkpoint?: string; writable?: boolean } = {}): Promise<DiskChain> {
+  openDisk(diskId: string, options: { checkpoint?: string; writable?: boolean; forceShare?: boolean } = {}): Promise<DiskChain> {
+    const share = options.forceShare ? { forceShare: true } : {};
     const m = this.vm.manifest;
     if (!m.disks.some((d) => d.id === diskId)) throw new DiskchainError('NOT_FOUND', `the VM has no disk "${diskId}" (it has ${m.disks.map((d) => d.id).join(', ')})`);
     if (options.checkpoint !== undefined) {
       if (options.writable) throw new DiskchainError('READ_ONLY', "a checkpoint's disks are frozen; write into Now");
-      return openNodeChain(this.vm, resolveCheckpoint(m, options.checkpoint).disks[diskId]!, { allowSkips: true });
+      return openNodeChain(this.vm, resolveCheckpoint(m, options.checkpoint).disks[diskId]!, { allowSkips: true, ...share });
     }
     if (options.writable) this.vm.requireWrite();
-    return openNodeChain(this.vm, m.now.disks[diskId]!, { writable: options.writable ?? false, allowSkips: true });
+    return openNodeChain(this.vm, m.now.disks[diskId]!, { writable: options.writable ?? false, allowSkips: true, ...share });
   }
 
   /** Deletes the VM's own files (vm rm); the VM is closed afterwards. */

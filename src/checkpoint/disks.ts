@@ -11,6 +11,8 @@ import { chainOf } from './graph.js';
 
 export interface OpenNodeOptions {
   writable?: boolean;
+  /** Read-only: take and check no lock (a running VM's disk, read as qemu-img -U would; docs/locking.md). */
+  forceShare?: boolean;
   /**
    * Accept a file chain that skips graph nodes (a collapse between its copy and its commit re-points
    * the child before vm.json drops the node). Default: the chains must match exactly.
@@ -24,7 +26,7 @@ export async function openNodeChain(vm: VmFolder, nodeId: string, options: OpenN
   const leaf = await vm.realPath(graph[0]!.file);
   // A raw image has no signature to probe: the slot says what it is (an export with -O raw).
   const raw = vm.manifest.disks.find((d) => d.id === graph[0]!.disk)?.format === 'raw';
-  const chain = await openChain(leaf, { writable: options.writable ?? false, allowedFolders: [vm.realFolder], ...(raw ? { format: 'raw' as const } : {}) });
+  const chain = await openChain(leaf, { writable: options.writable ?? false, allowedFolders: [vm.realFolder], ...(raw ? { format: 'raw' as const } : {}), ...(options.forceShare ? { forceShare: true } : {}) });
   try {
     const expected = await Promise.all(graph.map((n) => vm.realPath(n.file).catch(() => vm.path(n.file))));
     const actual = await Promise.all(chain.layers.map((l) => realpath(l.path)));

@@ -181,7 +181,8 @@ export class FileSource implements ByteSource {
   }
 }
 
-function notAFile(path: string): DiskchainError {
+/** A folder given where a disk image file is expected. */
+export function notAFile(path: string): DiskchainError {
   return new DiskchainError('INVALID_ARGUMENT', 'a folder, not a disk image file', { file: path, errno: 'EISDIR' });
 }
 

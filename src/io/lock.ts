@@ -2,6 +2,7 @@ import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { DiskchainError } from './errors.js';
+import { notAFile } from './file-source.js';
 import { describeHolder, keyText, locksOn, publishHeld, qemuProcessesWith, type FileKey, type HeldLock, type LockRecord } from './lock-holders.js';
 import { ofdLocks } from './ofd-lock.js';
 
@@ -129,7 +130,7 @@ async function acquire(path: string, mode: LockMode, options: LockOptions): Prom
   let keep = false;
   try {
     const s = await fh.stat({ bigint: true });
-    if (s.isDirectory()) throw new DiskchainError('IO', 'cannot open file: it is a directory', { file: path, errno: 'EISDIR' });
+    if (s.isDirectory()) throw notAFile(path);
     const key: FileKey = { dev: s.dev, ino: s.ino };
     const handle: Handle = { mode, command: options.command ?? defaultCommand, since: new Date().toISOString(), sole: mode === 'write' && (options.sole ?? false) };
     let entry = entries.get(keyText(key));
@@ -174,6 +175,7 @@ async function openForLock(path: string, mode: LockMode): Promise<FileHandle> {
     return await open(path, flags);
   } catch (e) {
     const errno = (e as NodeJS.ErrnoException).code;
+    if (errno === 'EISDIR') throw notAFile(path);
     throw new DiskchainError('IO', `cannot open file: ${e instanceof Error ? e.message : String(e)}`, { file: path, errno }, { cause: e });
   }
 }

@@ -5,7 +5,7 @@ import { linkTo } from '../chain/link-paths.js';
 import { openChain, openDisk } from '../chain/open-chain.js';
 import { checkDependent, checkLayer, checkTarget } from './merge-identity.js';
 import { dependentPath, removeJournalAndRefs, reservedFiles, type FoundJournal } from './merge-journal.js';
-import { findPendingMerge } from './merge.js';
+import { claim, findPendingMerge, unclaim } from './merge.js';
 import { OperationLocks } from './op-locks.js';
 
 export interface AbandonResult {
@@ -35,6 +35,7 @@ export interface AbandonResult {
 export async function abandonMerge(childPath: string, options: { into?: string } = {}): Promise<AbandonResult> {
   const found = await findPendingMerge(childPath, options);
   if (!found) throw new DiskchainError('INVALID_ARGUMENT', `no merge of ${childPath} is pending: there is nothing to abandon`, { file: childPath });
+  claim(found.path);
   const locks = new OperationLocks();
   try {
     const present: string[] = [];
@@ -42,6 +43,7 @@ export async function abandonMerge(childPath: string, options: { into?: string }
     await locks.take(present, 'write');
     return await abandon(found);
   } finally {
+    unclaim(found.path);
     await locks.release();
   }
 }

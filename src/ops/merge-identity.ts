@@ -36,7 +36,8 @@ export async function fingerprint(disk: VirtualDisk): Promise<Fingerprint> {
   }
   if (disk.format !== 'vhd') return { map: hash.digest('hex') };
   const s = await stat(disk.path);
-  return { size: s.size, mtimeMs: s.mtimeMs, map: hash.digest('hex') };
+  // Whole milliseconds: what every copy tool and file system keeps of a time.
+  return { size: s.size, mtimeMs: Math.floor(s.mtimeMs), map: hash.digest('hex') };
 }
 
 /** What differs between two fingerprints, or undefined when they are the same. */

@@ -92,17 +92,37 @@ export interface MergeResult {
 export async function merge(childPath: string, options: MergeOptions = {}): Promise<MergeResult> {
   const found = await findPendingMerge(childPath, options);
   const locks = new OperationLocks();
+  let journalPath: string | undefined;
   try {
     if (found) {
+      journalPath = claim(found.path);
       await reconcile(found, options);
       await locks.take(await existing(reservedFiles(found.journal)), 'write');
       return await run(found.path, found.journal, options, true);
     }
-    const { journalPath, journal, forecast } = await plan(childPath, options, locks);
-    return { ...(await run(journalPath, journal, options, false)), forecast };
+    const planned = await plan(childPath, options, locks, (path) => (journalPath = claim(path)));
+    return { ...(await run(planned.journalPath, planned.journal, options, false)), forecast: planned.forecast };
   } finally {
+    if (journalPath) unclaim(journalPath);
     await locks.release();
   }
+}
+
+/**
+ * Merges running in this process, by journal. Locks of one process share a file, so two merges into
+ * one target in one process (a console's two requests) are kept apart here.
+ */
+const running = new Set<string>();
+
+export function unclaim(journalPath: string): void {
+  running.delete(journalPath);
+}
+
+/** Marks the merge with this journal as running in this process (LOCKED if it already is); merge-abandon.ts uses it too. */
+export function claim(journalPath: string): string {
+  if (running.has(journalPath)) throw new DiskchainError('LOCKED', `a merge into the same target is running in this process (journal ${journalPath})`, { file: journalPath, heldBy: 'diskchain', holder: { pid: process.pid } });
+  running.add(journalPath);
+  return journalPath;
 }
 
 /**
@@ -162,7 +182,7 @@ async function reconcile(found: FoundJournal, options: MergeOptions): Promise<vo
 }
 
 /** The plan: checks everything, takes the locks, measures, and writes the journal; changes no disk. */
-async function plan(childPath: string, options: MergeOptions, locks: OperationLocks): Promise<{ journalPath: string; journal: MergeJournal; forecast: GrowthForecast & { freeBytes: number } }> {
+async function plan(childPath: string, options: MergeOptions, locks: OperationLocks, claimJournal: (path: string) => void): Promise<{ journalPath: string; journal: MergeJournal; forecast: GrowthForecast & { freeBytes: number } }> {
   const chain = await openChain(childPath, options.searchPaths ? { searchPaths: options.searchPaths } : {});
   try {
     if (chain.layers.length < 2) throw new DiskchainError('INVALID_ARGUMENT', `${childPath} has no parent: there is nothing to merge it into`, { file: childPath });
@@ -181,6 +201,7 @@ async function plan(childPath: string, options: MergeOptions, locks: OperationLo
       }
     }
     const journalPath = journalPathFor(target.path);
+    claimJournal(journalPath);
 
     // Who else depends on what changes: the target and the layers between must have no other child.
     const inChain = new Set(reals.slice(0, k + 1));

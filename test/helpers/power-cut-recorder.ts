@@ -30,6 +30,8 @@ export class PowerCutRecorder {
   readonly events: ModelEvent[] = [];
   /** Content of each inode when recording began (inodes of files that existed then). */
   readonly initialContent = new Map<number, Uint8Array>();
+  /** Modification times of the files as found: a file nothing writes keeps its time through a cut. */
+  readonly initialMtimes = new Map<number, number>();
   /** Names (absolute paths) when recording began. */
   readonly initialNames = new Map<string, number>();
   dropFlush: FlushFilter | undefined;
@@ -49,6 +51,7 @@ export class PowerCutRecorder {
     for (const path of listFiles(rec.root)) {
       const inode = rec.nextInode++;
       rec.initialContent.set(inode, new Uint8Array(readFileSync(path)));
+      rec.initialMtimes.set(inode, statSync(path).mtimeMs);
       rec.initialNames.set(path, inode);
       rec.names.set(path, inode);
     }
@@ -96,6 +99,7 @@ export class PowerCutRecorder {
           if (!e.created) {
             // A file made behind the model's back (not through FileSource or durable.ts): take it as it stands.
             this.initialContent.set(inode, new Uint8Array(readFileSync(path)));
+            this.initialMtimes.set(inode, statSync(path).mtimeMs);
           } else {
             this.events.push({ kind: 'link', folder: dirname(path), path, inode });
           }

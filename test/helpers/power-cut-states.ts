@@ -11,7 +11,7 @@
  * reached the disk (journaling file systems commit directory operations in order; this model does not
  * explore reordered ones).
  */
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Rng } from './vhdx-util.js';
 import type { ModelEvent, PowerCutRecorder } from './power-cut-recorder.js';
@@ -23,6 +23,8 @@ export interface CrashState {
   point: number;
   label: string;
   files: Map<string, Uint8Array>;
+  /** Files no write or resize touched before the cut keep their modification time (ms). */
+  mtimes: Map<string, number>;
 }
 
 export interface StateOptions {
@@ -70,6 +72,8 @@ interface Pending {
   /** Per folder: the durable names are applied; these may follow, as a prefix. */
   dirs: Map<string, Array<{ at: number; op: DirOp }>>;
   durableNames: Map<string, number>;
+  /** Inodes written or resized before the cut (durably or not). */
+  written: Set<number>;
 }
 
 function pendingAt(rec: PowerCutRecorder, k: number): Pending {
@@ -89,9 +93,11 @@ function pendingAt(rec: PowerCutRecorder, k: number): Pending {
   const data: Pending['data'] = [];
   const dirs: Pending['dirs'] = new Map();
   const durableNames = new Map(rec.initialNames);
+  const written = new Set<number>();
   for (let i = 0; i < k; i++) {
     const e = rec.events[i]!;
     if (e.kind === 'write' || e.kind === 'truncate') {
+      written.add(e.inode);
       if (i < (flushedBefore.get(e.inode) ?? 0)) durable.set(e.inode, applyData(contentOf(e.inode), e));
       else data.push({ at: i, op: e });
     } else if (e.kind === 'link' || e.kind === 'rename' || e.kind === 'unlink') {
@@ -104,7 +110,7 @@ function pendingAt(rec: PowerCutRecorder, k: number): Pending {
     }
   }
   for (const inode of new Set([...durableNames.values(), ...data.map((d) => d.op.inode), ...[...dirs.values()].flat().flatMap((d) => (d.op.kind === 'link' ? [d.op.inode] : []))])) contentOf(inode);
-  return { durable, data, dirs, durableNames };
+  return { durable, data, dirs, durableNames, written };
 }
 
 function applyData(content: Uint8Array, op: DataOp, sectors?: (s: number) => boolean): Uint8Array {
@@ -198,8 +204,13 @@ export function* statesAt(rec: PowerCutRecorder, k: number, options: StateOption
       content.set(op.inode, applyData(base === p.durable.get(op.inode) ? base.slice() : base, op, c.torn[i]));
     });
     const files = new Map<string, Uint8Array>();
-    for (const [path, inode] of names) files.set(path, content.get(inode)!);
-    yield { point: k, label: `cut ${where}, ${p.data.length} writes pending: ${c.label}`, files };
+    const mtimes = new Map<string, number>();
+    for (const [path, inode] of names) {
+      files.set(path, content.get(inode)!);
+      const mtime = rec.initialMtimes.get(inode);
+      if (mtime !== undefined && !p.written.has(inode)) mtimes.set(path, mtime);
+    }
+    yield { point: k, label: `cut ${where}, ${p.data.length} writes pending: ${c.label}`, files, mtimes };
   }
 }
 
@@ -230,6 +241,8 @@ export function materialize(root: string, state: CrashState): void {
   for (const [path, content] of state.files) {
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, content);
+    const mtime = state.mtimes.get(path);
+    if (mtime !== undefined) utimesSync(path, new Date(mtime), new Date(mtime));
   }
 }
 

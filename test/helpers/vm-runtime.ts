@@ -32,7 +32,8 @@ export function serialOf(folder: string): SerialLog {
 /** The guest's records on disk0, read through Now's chain (or a checkpoint's). */
 export async function guestDiskOf(folder: string, checkpoint?: string): Promise<GuestDiskView> {
   return withVm(folder, { lock: 'none', command: 'test' }, async (vm) => {
-    return readGuestView(await vm.openDisk('disk0', checkpoint ? { checkpoint } : {}));
+    // The VM may be running: read its disk as qemu-img -U would (the worker holds it for writing).
+    return readGuestView(await vm.openDisk('disk0', { forceShare: true, ...(checkpoint ? { checkpoint } : {}) }));
   });
 }
 
