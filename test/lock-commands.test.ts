@@ -244,8 +244,8 @@ test('one process: a second merge into the same target, or an abandon of the run
         write: async (d, o) => {
           if (!asked) {
             asked = true;
-            for (const attempt of [merge(c2!), abandonMerge(c2!)]) {
-              await attempt.then(
+            for (const attempt of [() => merge(c2!), () => abandonMerge(c2!)]) {
+              await attempt().then(
                 () => refusals.push('accepted'),
                 (e: unknown) => refusals.push(isDiskchainError(e) ? `${e.code}: ${e.message}` : String(e)),
               );

@@ -28,7 +28,11 @@ export interface Fingerprint {
   map: string;
 }
 
-export async function fingerprint(disk: VirtualDisk): Promise<Fingerprint> {
+/**
+ * `withTime: false` leaves the time out (the target after the copy: the merge itself wrote it last,
+ * and its identity and allocation map say whether it is still the file the copy left).
+ */
+export async function fingerprint(disk: VirtualDisk, options: { withTime?: boolean } = {}): Promise<Fingerprint> {
   const hash = createHash('sha256');
   const step = 64 * 1024 * 1024 * 1024;
   for (let at = 0; at < disk.virtualSize; at += step) {
@@ -36,15 +40,15 @@ export async function fingerprint(disk: VirtualDisk): Promise<Fingerprint> {
   }
   if (disk.format !== 'vhd') return { map: hash.digest('hex') };
   const s = await stat(disk.path);
-  // Whole milliseconds: what every copy tool and file system keeps of a time.
-  return { size: s.size, mtimeMs: Math.floor(s.mtimeMs), map: hash.digest('hex') };
+  return { size: s.size, ...((options.withTime ?? true) ? { mtimeMs: s.mtimeMs } : {}), map: hash.digest('hex') };
 }
 
 /** What differs between two fingerprints, or undefined when they are the same. */
 function fingerprintChange(was: Fingerprint, now: Fingerprint): string | undefined {
   if (was.map !== now.map) return 'its allocation map changed';
   if (was.size !== undefined && was.size !== now.size) return `its size changed from ${was.size} to ${now.size} bytes`;
-  if (was.mtimeMs !== undefined && was.mtimeMs !== now.mtimeMs) return 'its modification time changed';
+  // Within a millisecond counts as the same: what copy tools (and a restore) keep of a time.
+  if (was.mtimeMs !== undefined && now.mtimeMs !== undefined && Math.abs(was.mtimeMs - now.mtimeMs) >= 1) return 'its modification time changed';
   return undefined;
 }
 

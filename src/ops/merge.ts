@@ -381,7 +381,7 @@ async function copyStep(r: Run): Promise<MergePhase> {
   try {
     if (!targetAcceptedInCopy(journal, done.identity())) throw journalRefused(journalPath, journal, `the target ${journal.target.path} changed identity during the copy`);
     journal.target.identityAfter = done.identity();
-    journal.target.fingerprintAfter = await fingerprint(done);
+    journal.target.fingerprintAfter = await fingerprint(done, { withTime: false });
   } finally {
     await done.close();
   }
