@@ -1,5 +1,5 @@
-import { rm } from 'node:fs/promises';
 import type { ByteSource } from '../io/byte-source.js';
+import { createStaged } from '../io/durable.js';
 import { FileSource } from '../io/file-source.js';
 import { detectFormat, driverFor } from '../formats/registry.js';
 import type { CreateOptions, FormatName, VirtualDisk } from '../formats/types.js';
@@ -30,18 +30,25 @@ export async function openDisk(path: string, options: OpenDiskOptions = {}): Pro
 }
 
 /**
- * Creates a new disk file in `format`; refuses to replace an existing file. A create that fails (a size,
- * block size or sector size the format refuses, a full disk) removes the file it made, so nothing is left
- * behind and the same command can be run again.
+ * Creates a new disk file in `format`; refuses to replace an existing file. The disk is made under a
+ * partial name and appears under `path` only once whole and flushed (createStaged), so no crash leaves
+ * a half-made disk there, and a refused create leaves nothing.
  */
 export async function createDisk(path: string, format: FormatName, options: CreateOptions): Promise<VirtualDisk> {
-  const source = await FileSource.create(path);
+  const staged = await createStaged(path);
   try {
-    return await driverFor(format).create(source, options);
+    const disk = await driverFor(format).create(staged.source, options);
+    try {
+      await staged.publish();
+    } catch (e) {
+      await disk.close().catch(() => undefined);
+      throw e;
+    }
+    return disk;
   } catch (e) {
-    await source.close().catch(() => undefined);
-    // The file is ours: FileSource.create made it (it refuses an existing one).
-    await rm(path, { force: true });
+    // A refused create (a size, block size or sector size the format refuses, a full disk) leaves nothing.
+    await staged.source.close().catch(() => undefined);
+    await staged.discard();
     throw e;
   }
 }

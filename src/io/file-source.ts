@@ -37,11 +37,12 @@ export class FileSource implements ByteSource {
   /** Numbers this open in file events. */
   private readonly eventId = ++opened;
 
-  private constructor(name: string, fh: FileHandle, readOnly: boolean, created = false) {
+  /** `file` is where the file is when that is not its name (a staged create, durable.ts). */
+  private constructor(name: string, fh: FileHandle, readOnly: boolean, created = false, file = name) {
     this.name = name;
     this.fh = fh;
     this.readOnly = readOnly;
-    if (!readOnly) fileEventListener()?.({ kind: 'open', file: this.eventId, path: name, created });
+    if (!readOnly) fileEventListener()?.({ kind: 'open', file: this.eventId, path: file, created });
   }
 
   static async open(path: string, options: { writable?: boolean } = {}): Promise<FileSource> {
@@ -61,10 +62,10 @@ export class FileSource implements ByteSource {
     return new FileSource(path, fh, !writable);
   }
 
-  /** Creates a new file; refuses to replace an existing one. */
-  static async create(path: string): Promise<FileSource> {
+  /** Creates a new file; refuses to replace an existing one. `name` names it in errors and to the formats (default: `path`). */
+  static async create(path: string, options: { name?: string } = {}): Promise<FileSource> {
     try {
-      return new FileSource(path, await open(path, 'wx+'), false, true);
+      return new FileSource(options.name ?? path, await open(path, 'wx+'), false, true, path);
     } catch (e) {
       throw ioError(e, 'cannot create file', path);
     }
