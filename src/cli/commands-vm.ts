@@ -146,7 +146,7 @@ export function registerVmCommands(program: Command, run: Run): void {
           withVm(folder, { command: 'vm resize-disk' }, async (v) => {
             const r = await v.resizeDisk(disk, parseSize(opts.size, '--size'));
             if (opts.json) printJson(r);
-            else process.stdout.write(`resized ${r.vm}'s ${r.disk} (${r.path}) from ${formatBytes(r.previousSize)} to ${formatBytes(r.size)}\n`);
+            else say(`resized ${r.vm}'s ${r.disk} (${r.path}) from ${formatBytes(r.previousSize)} to ${formatBytes(r.size)}\n`);
             return EXIT.ok;
           }),
         opts.json ?? false,
