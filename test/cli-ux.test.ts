@@ -303,3 +303,15 @@ test('every error code maps to an exit code that --help documents', () => {
   assert.equal(exitCodeFor('VM_BUSY'), 4);
   assert.equal(exitCodeFor('CORRUPT'), 3);
 });
+
+test('on a terminal, read -o and convert show progress on stderr; -q and a pipe show none', () => {
+  // script(1) (util-linux) runs the command on a pseudo-terminal.
+  const onTty = (args: string[]): string =>
+    spawnSync('script', ['-qec', ['node', CLI, ...args].map((a) => `'${a}'`).join(' '), '/dev/null'], { cwd: dir, env: { ...process.env, XDG_STATE_HOME: state } }).stdout.toString('utf8');
+  assert.match(onTty(['read', 'A/base.vhdx', '-o', 'tty.bin']), /read \[.*\d+%/);
+  assert.ok(readFileSync(p('tty.bin')).equals(dc(['read', 'A/base.vhdx']).raw));
+  assert.match(onTty(['convert', 'A/base.vhdx', 'tty.vhdx']), /convert \[/);
+  assert.equal(onTty(['-q', 'read', 'A/base.vhdx', '-o', 'tty2.bin']), '');
+  const piped = dc(['read', 'A/base.vhdx', '-o', 'tty3.bin']);
+  assert.equal(piped.stdout + piped.stderr, '');
+});

@@ -22,7 +22,7 @@ export function registerDiskCommands(program: Command, run: Run): void {
       run(async () => {
         const r = await resize(disk, parseSize(opts.size, '--size'), { command: 'diskchain resize' });
         if (opts.json) printJson(r);
-        else process.stdout.write(`resized ${r.path} from ${formatBytes(r.previousSize)} to ${formatBytes(r.size)}\n`);
+        else say(`resized ${r.path} from ${formatBytes(r.previousSize)} to ${formatBytes(r.size)}`);
         return EXIT.ok;
       }, opts.json ?? false),
     );
