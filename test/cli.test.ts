@@ -100,7 +100,7 @@ test('bad input: a clear typed error, the documented exit code, and no file chan
   const r = dc(['info', 'junk.vhdx', '--json']);
   assert.equal(r.status, 3);
   assert.equal(JSON.parse(r.stdout).error.code, 'UNKNOWN_FORMAT');
-  assert.equal(dc(['check', 'junk.vhdx']).status, 1);
+  assert.equal(dc(['check', 'junk.vhdx']).status, 3, 'a file that is not a disk image is bad input (exit 3), not a finding');
   assert.equal(dc(['write', 'junk.vhdx', '--offset', '0'], Buffer.from('x')).status, 3);
   assert.equal(sha(join(dir, 'junk.vhdx')), junkSha);
 

@@ -4,14 +4,13 @@
 // shown next to what caused them, and the same requests refused without the token. Each result is
 // checked on disk with the engine and qemu-img. DISKCHAIN_SCREENSHOTS=1 rewrites docs/console/*.png.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import type { Page } from 'playwright-core';
 import { convert } from '../src/api/convert.js';
 import { createChild, createDisk } from '../src/api/create.js';
-import { DOCS_SHOTS, launchBrowser, SCREENSHOTS, startConsoleProcess, type Browser, type ConsoleProcess } from './helpers/browser.js';
+import { launchBrowser, shoot, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
 import { buildChain, chainHash } from './helpers/merge-chain.js';
 import { qemuImg, requireOracle } from './helpers/oracles.js';
 import { MIB, randomBytesFrom } from './helpers/vhdx-util.js';
@@ -53,22 +52,7 @@ before(async () => {
   consoleProc = await startConsoleProcess([root]);
 });
 
-after(async () => {
-  await browser?.close();
-  const code = await consoleProc?.stop();
-  assert.equal(code, 0, `the console stops cleanly on Ctrl-C: ${consoleProc?.stderr()}`);
-  rmSync(work, { recursive: true, force: true });
-});
-
-async function shoot(page: Page, name: string): Promise<void> {
-  if (!SCREENSHOTS) return;
-  mkdirSync(DOCS_SHOTS, { recursive: true });
-  for (const scheme of ['light', 'dark'] as const) {
-    await page.emulateMedia({ colorScheme: scheme });
-    await page.screenshot({ path: join(DOCS_SHOTS, `${name}-${scheme}.png`), fullPage: true });
-  }
-  await page.emulateMedia({ colorScheme: 'light' });
-}
+after(() => tearDown(browser, consoleProc, work));
 
 test('the console in chromium: token, disks, recovery step by step across a reload, errors in place, refusals without the token', async (t) => {
   browser = await launchBrowser(t);
@@ -93,7 +77,9 @@ test('the console in chromium: token, disks, recovery step by step across a relo
   assert.equal(cookie?.sameSite, 'Strict');
   assert.equal(cookie?.httpOnly, true);
 
-  // Disks: every folder with its disks and their chains.
+  // Disks: every folder with its disks and their chains (the VMs page opens first: there are none here).
+  await page.getByRole('heading', { name: 'Virtual machines', level: 1 }).waitFor();
+  await page.getByRole('navigation', { name: 'Pages' }).getByRole('link', { name: 'Disks' }).click();
   await page.getByRole('heading', { name: 'Disks', level: 1 }).waitFor();
   const library = page.locator('.card', { has: page.getByRole('heading', { name: join(root, 'library') }) });
   await library.getByRole('row', { name: /debian-web\.avhdx/ }).waitFor();

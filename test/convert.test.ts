@@ -95,7 +95,7 @@ test('convert refuses an existing target and leaves it unchanged', async () => {
   await assert.rejects(convert(src, out, { format: 'vhdx', sourceFormat: 'raw' }), (e: unknown) => isDiskchainError(e) && e.code === 'IO' && e.details.errno === 'EEXIST');
   assert.equal(readFileSync(out, 'utf8'), 'not to be touched');
   assert.equal(existsSync(partialPath(out)), false);
-  const r = spawnSync('node', [CLI, 'convert', src, out, '-f', 'raw', '-O', 'vhd']);
+  const r = spawnSync('node', [CLI, 'convert', src, out, '-f', 'raw', '-O', 'vhdx']);
   assert.equal(r.status, 5);
   assert.equal(readFileSync(out, 'utf8'), 'not to be touched');
 });

@@ -24,6 +24,7 @@ export { rawDriver } from '../formats/raw/driver.js';
 export { DiskChain, type ChainExtent, type ChainLink } from '../chain/disk-chain.js';
 export { openChain, openDisk, MAX_CHAIN_DEPTH, type OpenChainOptions, type OpenDiskOptions } from '../chain/open-chain.js';
 export { locateParent, type LocateAttempt } from '../chain/locate.js';
+export { defaultLinkStorePath, linkStorePath, useLinkStore } from '../chain/link-store.js';
 export { copyChainInto, type CopyResult } from '../ops/convert.js';
 export { compareChains, type CompareResult } from '../ops/compare.js';
 export type { LongOperationOptions, ProgressCallback } from '../ops/progress.js';
@@ -36,6 +37,7 @@ export { scanFolders, shellQuote, type PlanStep, type ScanOptions, type ScanRepo
 export { merge, type MergeOptions, type MergeResult } from '../ops/merge.js';
 export { rebase, type RebaseOptions, type RebaseResult } from '../ops/rebase.js';
 export { reparent, type ReparentOptions, type ReparentResult } from '../ops/reparent.js';
+export { resize, type ResizeCallOptions, type ResizeResult } from './resize.js';
 export { measureChain, type Measure, type MergeMeasure } from '../ops/measure.js';
 export { hashChain } from '../ops/hash.js';
 export { resolveParent, type ParentSearchOptions, type ResolvedParent } from '../chain/resolve-parent.js';
@@ -66,13 +68,14 @@ export {
   type VmFinding,
   type GroupCheckpointOptions,
   type GroupCheckpointResult,
+  type GroupRemoveResult,
   type Manifest,
   type RecoveryReport,
   type Transaction,
   type OperationForecast,
   type OperationRequest,
 } from './vm.js';
-export { startVm, stopVm, saveVm, pauseVm, resumeVm, vmStatus, runWorkerProcess, type StartVmOptions, type StopOptions, type VmStatus, type VmState, type WorkerProcessOptions } from './vm-runtime.js';
+export { startVm, stopVm, saveVm, pauseVm, resumeVm, vmStatus, runWorkerProcess, checkpointVm, applyVm, type CheckpointVmResult, type ApplyVmResult, type LiveCheckpointResult, type LiveApplyResult, type StartVmOptions, type StopOptions, type VmStatus, type VmState, type WorkerProcessOptions } from './vm-runtime.js';
 export { serve, NBD_PORT, type ServeHandle, type ServeOptions } from './serve.js';
 export { NbdServer, type ListenOptions, type NbdServerOptions, type ServerAddress, type TlsOptions } from '../server/server.js';
 export { NbdExport, type ExportOptions as NbdExportOptions } from '../server/export.js';

@@ -1,8 +1,11 @@
+import { realpath } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { openDisk } from '../chain/open-chain.js';
 import { identityMatchedBy } from '../chain/identity.js';
-import { locateParent, type LocateAttempt } from '../chain/locate.js';
+import type { LocateAttempt } from '../chain/locate.js';
+import { resolveParent } from '../chain/resolve-parent.js';
 import { isDiskchainError } from '../io/errors.js';
-import type { LinkIdentity, ParentLocatorEntry, VirtualDisk } from '../formats/types.js';
+import type { FormatName, LinkIdentity, ParentLocatorEntry, VirtualDisk } from '../formats/types.js';
 
 export interface ParentInfo {
   locators: ParentLocatorEntry[];
@@ -17,6 +20,8 @@ export interface ParentInfo {
    */
   matchedBy: 'primary' | 'alternate' | null;
   attempts: LocateAttempt[];
+  /** Why no parent was found (PARENT_NOT_FOUND, PATH_NOT_ALLOWED, CHAIN_CYCLE, ...), or null. */
+  problem: { code: string; message: string } | null;
 }
 
 export interface DiskInfo {
@@ -35,8 +40,8 @@ export interface DiskInfo {
 }
 
 /** Facts about one disk file, and whether its parent can be found. Opens everything read-only. */
-export async function inspect(path: string, options: { format?: 'raw' } = {}): Promise<DiskInfo> {
-  const disk = await openDisk(path, options);
+export async function inspect(path: string, options: ParentSearch & { format?: FormatName } = {}): Promise<DiskInfo> {
+  const disk = await openDisk(path, options.format ? { format: options.format } : {});
   try {
     return {
       path,
@@ -49,7 +54,7 @@ export async function inspect(path: string, options: { format?: 'raw' } = {}): P
       fileSize: await disk.fileSize(),
       allocatedBytes: await disk.allocatedBytes(),
       identity: disk.format === 'raw' ? null : disk.identity(),
-      parent: await parentInfo(disk),
+      parent: await parentInfo(disk, options),
       details: disk.details(),
     };
   } finally {
@@ -57,29 +62,34 @@ export async function inspect(path: string, options: { format?: 'raw' } = {}): P
   }
 }
 
-/** Where a disk's parent is and whether it carries the identity the disk recorded (null: no parent). */
-export async function parentInfo(disk: VirtualDisk): Promise<ParentInfo | null> {
+export interface ParentSearch {
+  /** Folders where the parent may live, searched by identity when its stored paths are stale. */
+  searchPaths?: string[];
+}
+
+/**
+ * Where a disk's parent is and whether it carries the identity the disk recorded (null: no parent). The
+ * parent is looked for as a chain is opened: in the disk's folder, the search folders, or where a
+ * remembered link says (docs/chains.md); a path outside them is reported, not opened.
+ */
+export async function parentInfo(disk: VirtualDisk, options: ParentSearch = {}): Promise<ParentInfo | null> {
   const ref = disk.parent;
   if (!ref) return null;
   const base = { locators: ref.locators, expected: ref.expected };
   try {
-    const { path, attempts } = await locateParent(disk.path, ref);
-    let matches: boolean | null = null;
-    let matchedBy: 'primary' | 'alternate' | null = null;
-    try {
-      const parent = await openDisk(path);
-      try {
-        matchedBy = identityMatchedBy(ref, parent.identity());
-        matches = matchedBy !== null;
-      } finally {
-        await parent.close();
-      }
-    } catch (e) {
-      if (!isDiskchainError(e)) throw e;
-    }
-    return { ...base, found: path, identityMatches: matches, matchedBy, attempts };
+    const found = await resolveParent(disk, {
+      ...(options.searchPaths ? { searchPaths: options.searchPaths } : {}),
+      allowedFolders: [dirname(resolve(disk.path)), ...(options.searchPaths ?? [])],
+      ignoreIdMismatch: true,
+      remembered: true,
+      chainRealPaths: new Set([await realpath(disk.path)]),
+    });
+    const matchedBy = found.identityMatches ? identityMatchedBy(ref, found.disk.identity()) : null;
+    await found.disk.close();
+    return { ...base, found: found.path, identityMatches: found.identityMatches, matchedBy, attempts: found.attempts, problem: null };
   } catch (e) {
-    if (isDiskchainError(e) && e.code === 'PARENT_NOT_FOUND') return { ...base, found: null, identityMatches: null, matchedBy: null, attempts: (e.details.attempts as LocateAttempt[]) ?? [] };
-    throw e;
+    if (!isDiskchainError(e)) throw e;
+    const attempts = Array.isArray(e.details.attempts) ? (e.details.attempts as LocateAttempt[]) : [];
+    return { ...base, found: null, identityMatches: null, matchedBy: null, attempts, problem: { code: e.code, message: e.message } };
   }
 }

@@ -11,9 +11,14 @@ import { callControl, errorFromJson } from '../runtime/control.js';
 import { runPath } from '../runtime/run-record.js';
 import { liveWorker, readVmStatus } from '../runtime/status.js';
 import type { WorkerMessage } from '../runtime/worker-process.js';
+import type { LiveApplyResult, LiveCheckpointResult } from '../runtime/live-checkpoint.js';
+import type { CheckpointType } from '../checkpoint/manifest.js';
+import type { LongOperationOptions } from '../ops/progress.js';
+import { withVm, type ApplyResult } from './vm.js';
 import type { StopOptions, VmStatus } from '../runtime/worker.js';
 
 export { runWorkerProcess, type WorkerProcessOptions } from '../runtime/worker-process.js';
+export type { LiveApplyResult, LiveCheckpointResult } from '../runtime/live-checkpoint.js';
 export type { StopOptions, VmStatus } from '../runtime/worker.js';
 export type { VmState } from '../runtime/run-record.js';
 
@@ -100,4 +105,43 @@ export async function pauseVm(folder: string): Promise<VmStatus> {
 /** Resumes a Paused or Paused-Critical VM (after space was freed: QEMU retries the failed write). */
 export async function resumeVm(folder: string): Promise<VmStatus> {
   return (await control(folder, 'resume', {}, 60_000)) as VmStatus;
+}
+
+export interface CheckpointVmResult extends LiveCheckpointResult {
+  /** Whether the VM was running (a live checkpoint, with a pause) or not (the engine's offline checkpoint). */
+  running: boolean;
+}
+
+/**
+ * Checkpoint-VM whatever the VM's state: a running VM's worker takes it live (standard: with memory;
+ * production: the guest's file systems frozen, no memory; the pause reported), a VM that is off gets
+ * the engine's checkpoint of its disks.
+ */
+export async function checkpointVm(folder: string, options: { name?: string; type?: CheckpointType; signal?: AbortSignal } = {}): Promise<CheckpointVmResult> {
+  const live = await liveWorker(folder);
+  if (live) {
+    const r = (await callControl(live.control, 'checkpoint', { ...(options.name ? { name: options.name } : {}), ...(options.type ? { type: options.type } : {}) }, { timeoutMs: 600_000 })) as LiveCheckpointResult;
+    return { ...r, running: true };
+  }
+  const checkpoint = await withVm(folder, { command: 'checkpoint create' }, (vm) => vm.checkpoint({ ...options }));
+  return { checkpoint, pauseMs: 0, frozen: null, frozenMs: null, stateBytes: null, fallback: null, running: false };
+}
+
+export type ApplyVmResult = ApplyResult & { checkpointFirstPauseMs: number | null; state: 'Running' | 'Saved' | 'Off' };
+
+/**
+ * Restore-VMSnapshot whatever the VM's state. Running: a standard checkpoint brings the guest back
+ * running at the checkpoint's instant; a production one leaves the VM off. Not running: a standard
+ * checkpoint leaves it Saved (vm start resumes it), a production one Off.
+ */
+export async function applyVm(folder: string, ref: string, options: { checkpointFirst?: boolean | string } & LongOperationOptions = {}): Promise<ApplyVmResult> {
+  const live = await liveWorker(folder);
+  if (live) {
+    const r = (await callControl(live.control, 'apply', { checkpoint: ref, ...(options.checkpointFirst !== undefined ? { checkpointFirst: options.checkpointFirst } : {}) }, { timeoutMs: 600_000 })) as LiveApplyResult;
+    const { checkpointFirst, state, ...rest } = r;
+    return { ...rest, savedFirst: checkpointFirst?.checkpoint ?? rest.savedFirst, checkpointFirstPauseMs: checkpointFirst?.pauseMs ?? null, state };
+  }
+  const r = await withVm(folder, { command: 'checkpoint apply' }, (vm) => vm.apply(ref, options));
+  const { saved, ...rest } = r;
+  return { ...rest, checkpointFirstPauseMs: null, state: saved ? 'Saved' : 'Off' };
 }

@@ -20,6 +20,9 @@ import type { RecoveryReport } from '../checkpoint/recover.js';
 import { removeCheckpoint, type RemoveOptions, type RemoveResult } from '../checkpoint/remove.js';
 import { renameCheckpoint } from '../checkpoint/rename.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { savedStateFromCheckpoint } from '../checkpoint/saved-state.js';
+import { resizeVmDisk } from '../checkpoint/resize-disk.js';
+import type { ResizeResult } from '../ops/resize.js';
 import { deleteVm, openVmFolder, type OpenVmFolderOptions } from '../checkpoint/vms.js';
 
 export { createVm, type CreateVmOptions, type CreatedVm } from '../checkpoint/vm-create.js';
@@ -79,8 +82,16 @@ export class VirtualMachine {
   }
 
   /** Restore-VMSnapshot. Now is DISCARDED unless `checkpointFirst` saves it first. */
-  apply(ref: string, options: ApplyOptions = {}): Promise<ApplyResult> {
-    return applyCheckpoint(this.vm, resolveCheckpoint(this.vm.manifest, ref), options);
+  /**
+   * A standard checkpoint's memory state becomes Now's saved state (`saved: true`): the VM is Saved,
+   * and `vm start` resumes it at the checkpoint's instant (Hyper-V does the same).
+   */
+  async apply(ref: string, options: ApplyOptions = {}): Promise<ApplyResult & { saved: boolean }> {
+    const c = resolveCheckpoint(this.vm.manifest, ref);
+    const result = await applyCheckpoint(this.vm, c, options);
+    if (c.state === null) return { ...result, saved: false };
+    await savedStateFromCheckpoint(this.vm, c, this.vm.manifest.config.machine ?? 'pc');
+    return { ...result, saved: true };
   }
 
   /** Remove-VMSnapshot (with `subtree`, the checkpoint and all below it); layers merged as Hyper-V does. */
@@ -95,6 +106,11 @@ export class VirtualMachine {
   /** A standalone VM folder with the disks flattened at the checkpoint. */
   export(ref: string, folder: string, options: ExportOptions = {}): Promise<ExportResult> {
     return exportCheckpoint(this.vm, resolveCheckpoint(this.vm.manifest, ref), folder, options);
+  }
+
+  /** Resize-VHD on a disk of the VM (refused while checkpoints exist: remove them or export first). */
+  resizeDisk(diskId: string, size: number): Promise<ResizeResult & { vm: string; disk: string }> {
+    return resizeVmDisk(this.vm, diskId, size);
   }
 
   /** What is on disk and not in the tree (and the reverse), with a safe plan; `repair` does the safe part. */

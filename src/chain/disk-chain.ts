@@ -8,7 +8,7 @@ export interface ChainLink {
   attempts: LocateAttempt[];
   identityMatches: boolean;
   /** How the parent was found: by a stored path, or by identity in a search folder (the paths are stale). */
-  foundBy: 'path' | 'identity';
+  foundBy: 'path' | 'identity' | 'remembered';
 }
 
 /** A range of the composed disk: where its bytes come from. `layer` is 0 for the leaf. */

@@ -1,4 +1,5 @@
 import { basename, dirname, relative, resolve } from 'node:path';
+import { rememberLink } from './link-store.js';
 import type { LinkIdentity, ParentLinkUpdate } from '../formats/types.js';
 
 /** The paths a child records for its parent: relative to the child's folder (backslashes, as Windows writes it) and absolute. */
@@ -12,8 +13,12 @@ export function parentPaths(childPath: string, parentPath: string): { relativePa
   };
 }
 
-/** A complete parent link from `childPath` to the disk at `parentPath` carrying `identity`. */
+/**
+ * A complete parent link from `childPath` to the disk at `parentPath` carrying `identity`. A link across
+ * folders is remembered (link-store.ts): diskchain made it, so later commands follow it.
+ */
 export function linkTo(childPath: string, parentPath: string, identity: LinkIdentity, alternateDataWriteGuid?: string): ParentLinkUpdate {
   const { relativePath, absolutePath } = parentPaths(childPath, parentPath);
+  rememberLink(childPath, parentPath, 'link');
   return { identity, relativePath, absolutePath, ...(alternateDataWriteGuid ? { alternateDataWriteGuid } : {}) };
 }

@@ -4,6 +4,7 @@ import { DiskchainError } from '../io/errors.js';
 import type { VirtualDisk } from '../formats/types.js';
 import { DiskChain, type ChainLink } from './disk-chain.js';
 import { openDisk, type OpenDiskOptions } from './open-disk.js';
+import { rememberLink } from './link-store.js';
 import { resolveParent } from './resolve-parent.js';
 
 export { openDisk, type OpenDiskOptions } from './open-disk.js';
@@ -22,7 +23,11 @@ export interface OpenChainOptions extends OpenDiskOptions {
   allowedFolders?: string[] | null;
 }
 
-/** The folders parents of `leafPath` may live in under `options`. */
+/**
+ * The folders parents of `leafPath` may live in under `options`. With the default confinement, a parent
+ * whose link is remembered (link-store.ts) is accepted outside them, and its folder joins them for the
+ * rest of the chain.
+ */
 function allowedFoldersFor(leafPath: string, options: OpenChainOptions): string[] | undefined {
   if (options.allowedFolders === null) return undefined;
   return options.allowedFolders ?? [dirname(resolve(leafPath)), ...(options.searchPaths ?? [])];
@@ -44,6 +49,7 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
   const links: ChainLink[] = [];
   const seen = new Set<string>();
   const allowedFolders = allowedFoldersFor(path, options);
+  const remembered = options.allowedFolders === undefined;
   try {
     let current = await openDisk(path, options);
     layers.push(current);
@@ -55,7 +61,11 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
         ...(allowedFolders ? { allowedFolders } : {}),
         ignoreIdMismatch: options.ignoreIdMismatch ?? false,
         chainRealPaths: seen,
+        remembered,
       });
+      if (found.admittedByMemory) allowedFolders?.push(dirname(found.realPath));
+      // A parent in another folder found through --search-path: the user vouched for it; remember it.
+      else if (remembered && options.searchPaths?.length && found.identityMatches) rememberLink(current.path, found.path, 'search-path');
       const parent = found.disk;
       layers.push(parent);
       seen.add(found.realPath);

@@ -1,4 +1,5 @@
 import type { ByteSource } from '../io/byte-source.js';
+import { createStaged } from '../io/durable.js';
 import { FileSource } from '../io/file-source.js';
 import { detectFormat, driverFor } from '../formats/registry.js';
 import type { CreateOptions, FormatName, VirtualDisk } from '../formats/types.js';
@@ -28,13 +29,26 @@ export async function openDisk(path: string, options: OpenDiskOptions = {}): Pro
   }
 }
 
-/** Creates a new disk file in `format`; refuses to replace an existing file. */
+/**
+ * Creates a new disk file in `format`; refuses to replace an existing file. The disk is made under a
+ * partial name and appears under `path` only once whole and flushed (createStaged), so no crash leaves
+ * a half-made disk there, and a refused create leaves nothing.
+ */
 export async function createDisk(path: string, format: FormatName, options: CreateOptions): Promise<VirtualDisk> {
-  const source = await FileSource.create(path);
+  const staged = await createStaged(path);
   try {
-    return await driverFor(format).create(source, options);
+    const disk = await driverFor(format).create(staged.source, options);
+    try {
+      await staged.publish();
+    } catch (e) {
+      await disk.close().catch(() => undefined);
+      throw e;
+    }
+    return disk;
   } catch (e) {
-    await source.close();
+    // A refused create (a size, block size or sector size the format refuses, a full disk) leaves nothing.
+    await staged.source.close().catch(() => undefined);
+    await staged.discard();
     throw e;
   }
 }

@@ -5,6 +5,7 @@ import type { ParentReference, VirtualDisk } from '../formats/types.js';
 import { catalogFolders, parentCandidates } from './catalog.js';
 import { describeIdentity, identityMatches } from './identity.js';
 import { describeAttempts, isInside, parentPathCandidates, type LocateAttempt } from './locate.js';
+import { rememberedParents } from './link-store.js';
 import { openDisk } from './open-disk.js';
 
 export interface ParentSearchOptions {
@@ -16,6 +17,11 @@ export interface ParentSearchOptions {
   ignoreIdMismatch?: boolean;
   /** Real paths already in the chain: finding one of them again is a cycle. */
   chainRealPaths?: Set<string>;
+  /**
+   * Consult the remembered links (link-store.ts): a remembered parent of this child is tried after the
+   * stored paths, and is accepted outside the allowed folders (its identity is still checked).
+   */
+  remembered?: boolean;
 }
 
 export interface ResolvedParent {
@@ -25,7 +31,9 @@ export interface ResolvedParent {
   realPath: string;
   attempts: LocateAttempt[];
   identityMatches: boolean;
-  foundBy: 'path' | 'identity';
+  foundBy: 'path' | 'identity' | 'remembered';
+  /** Accepted because its link is remembered, though outside the allowed folders. */
+  admittedByMemory: boolean;
 }
 
 /** Files looked at, at most, by one search by identity. */
@@ -41,16 +49,17 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
   const ref = child.parent;
   if (!ref) throw new DiskchainError('INVALID_ARGUMENT', `${child.path} has no parent`, { file: child.path });
   const attempts: LocateAttempt[] = [];
-  const mismatched: Array<{ disk: VirtualDisk; path: string; realPath: string }> = [];
+  const mismatched: Array<{ disk: VirtualDisk; path: string; realPath: string; admittedByMemory: boolean }> = [];
   const tried = new Set<string>();
   // The allowed folders after symlinks, resolved once (a folder that does not exist allows nothing).
   const allowedRoots = options.allowedFolders && (await Promise.all(options.allowedFolders.map((f) => realpath(f).catch(() => undefined)))).filter((r) => r !== undefined);
+  const remembered = options.remembered ? await rememberedParents(child.path) : [];
   const closeAll = async (keep?: VirtualDisk): Promise<void> => {
     for (const m of mismatched) if (m.disk !== keep) await m.disk.close().catch(() => undefined);
   };
 
   /** Opens `path` and says whether it is the parent; records the attempt. */
-  const consider = async (key: string, stored: string, path: string): Promise<{ disk: VirtualDisk; realPath: string } | undefined> => {
+  const consider = async (key: string, stored: string, path: string): Promise<{ disk: VirtualDisk; realPath: string; admittedByMemory: boolean } | undefined> => {
     const note = (result: LocateAttempt['result'], detail?: string): undefined => {
       attempts.push({ key, stored, tried: path, result, ...(detail ? { detail } : {}) });
       return undefined;
@@ -67,7 +76,8 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
     if (options.chainRealPaths?.has(real)) {
       throw new DiskchainError('CHAIN_CYCLE', `${child.path} names ${path} as its parent, which is already in the chain (a cycle, a self-parent or a symlink alias)`, { file: child.path, parent: path });
     }
-    if (allowedRoots && !isInside(real, allowedRoots)) return note('outside the allowed folders', real);
+    const admittedByMemory = !!allowedRoots && !isInside(real, allowedRoots) && remembered.includes(real);
+    if (allowedRoots && !isInside(real, allowedRoots) && !admittedByMemory) return note('outside the allowed folders', real);
     let disk: VirtualDisk;
     try {
       disk = await openDisk(path);
@@ -81,9 +91,9 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
     }
     if (identityMatches(ref, disk.identity())) {
       attempts.push({ key, stored, tried: path, result: 'found' });
-      return { disk, realPath: real };
+      return { disk, realPath: real, admittedByMemory };
     }
-    mismatched.push({ disk, path, realPath: real });
+    mismatched.push({ disk, path, realPath: real, admittedByMemory });
     return note('identity mismatch', `it has ${describeIdentity(disk.identity())}`);
   };
 
@@ -91,6 +101,10 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
     for (const { entry, path } of await parentPathCandidates(child.path, ref)) {
       const found = await consider(entry.key, entry.path, path);
       if (found) return { ...found, path, attempts, identityMatches: true, foundBy: 'path' };
+    }
+    for (const path of remembered) {
+      const found = await consider('remembered', path, path);
+      if (found) return { ...found, path, attempts, identityMatches: true, foundBy: 'remembered' };
     }
     for (const path of await searchByIdentity(options.searchPaths ?? [], ref)) {
       const found = await consider('search', '', path);
@@ -103,7 +117,7 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
   const first = mismatched[0];
   if (first && options.ignoreIdMismatch) {
     await closeAll(first.disk);
-    return { disk: first.disk, path: first.path, realPath: first.realPath, attempts, identityMatches: false, foundBy: 'path' };
+    return { disk: first.disk, path: first.path, realPath: first.realPath, attempts, identityMatches: false, foundBy: 'path', admittedByMemory: first.admittedByMemory };
   }
   await closeAll();
   const expected = describeIdentity(ref.expected);
@@ -115,7 +129,7 @@ export async function resolveParent(child: VirtualDisk, options: ParentSearchOpt
   if (other) throw new DiskchainError('PARENT_MISMATCH', `${other.detail} (${other.tried}); ${tail}`, { file: child.path, attempts });
   const outside = attempts.find((a) => a.result === 'outside the allowed folders');
   if (outside) {
-    throw new DiskchainError('PATH_NOT_ALLOWED', `the parent of ${child.path} would be ${outside.detail}, outside the allowed folders (${(options.allowedFolders ?? []).join(', ')}); pass --search-path with its folder to allow it; ${tail}`, { file: child.path, attempts });
+    throw new DiskchainError('PATH_NOT_ALLOWED', `the parent of ${child.path} would be ${outside.detail}, outside the allowed folders (${(options.allowedFolders ?? []).join(', ')}) and not a parent diskchain remembers for it; pass --search-path with its folder to allow it (it is then remembered); ${tail}`, { file: child.path, attempts });
   }
   throw new DiskchainError('PARENT_NOT_FOUND', `parent of ${child.path} not found; ${tail}`, { file: child.path, attempts });
 }

@@ -46,6 +46,8 @@ const ActionSchema = v.variant('kind', [
   v.strictObject({ kind: v.literal('disk'), file: Rel, format: v.picklist(['vhdx', 'vhd']), size: v.pipe(v.number(), v.safeInteger(), v.minValue(1)) }),
   /** A small JSON file (a checkpoint's config). */
   v.strictObject({ kind: v.literal('json'), file: Rel, value: v.unknown() }),
+  /** A running VM's memory and device state, written by its worker before the commit (a standard checkpoint); rolled back by deleting it. */
+  v.strictObject({ kind: v.literal('state'), file: Rel }),
   /** A file copied in from outside the folder. */
   v.strictObject({ kind: v.literal('copy'), from: Abs, file: Rel }),
   /** A file moved in (same file system); rolled back by moving it out again. */
@@ -339,6 +341,8 @@ async function runAction(vm: VmFolder, action: Action, options: PrepareOptions):
     case 'json':
       await writeFileAtomic(file, `${JSON.stringify(action.value, null, 2)}\n`);
       return;
+    case 'state':
+      return; // the worker writes it between prepare and commit
     case 'copy':
       if (!(await exists(file))) await copyIn(action.from, file);
       return;
@@ -361,6 +365,7 @@ async function undoAction(vm: VmFolder, action: Action): Promise<void> {
     case 'child':
     case 'disk':
     case 'json':
+    case 'state':
     case 'copy':
       await rm(file, { force: true });
       await rm(`${file}.tmp`, { force: true });

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { groupCheckpoint, groupRemove, withVm, type VmDescription } from '../api/vm.js';
+import { applyVm, checkpointVm } from '../api/vm-runtime.js';
 import { DiskchainError } from '../io/errors.js';
-import { EXIT, interruptSignal, printJson, progressBar, type Run } from './output.js';
+import { EXIT, interruptSignal, printJson, say, progressBar, type Run } from './output.js';
 import { formatBytes } from './sizes.js';
 
 /** The tree, Now under its parent, as Hyper-V Manager's checkpoint pane shows it. */
@@ -32,27 +33,33 @@ function checkpointLine(c: { id: string; name: string; created: string }): strin
 }
 
 export function registerCheckpointCommands(program: Command, run: Run): void {
-  const cp = program.command('checkpoint').description("a VM's checkpoint tree: create, list, apply, remove, rename, export (the VM must be off)");
+  const cp = program.command('checkpoint').description("a VM's checkpoint tree: create, list, apply, remove, rename, export (create and apply also on a running VM)");
 
   cp.command('create')
     .description('Checkpoint-VM: freeze every disk at once; each gets a new <disk>_<GUID>.avhdx that takes the writes. Several VMs: one group checkpoint, same instant, all or none')
     .argument('<vm...>')
     .option('--name <name>', 'the name (default "<VM> (<date time>)"); names may repeat')
+    .option('--type <type>', "standard (a running VM's memory too) or production (the guest's file systems frozen, no memory); default: the VM's checkpoint type")
     .option('--json', 'print JSON')
-    .action((folders: string[], opts: { name?: string; json?: boolean }) =>
+    .action((folders: string[], opts: { name?: string; type?: string; json?: boolean }) =>
       run(async () => {
         if (folders.length > 1) {
           const result = await groupCheckpoint(folders, { ...(opts.name ? { name: opts.name } : {}), signal: interruptSignal() });
           if (opts.json) printJson(result);
-          else process.stdout.write(`group ${result.group}:\n${result.checkpoints.map((c) => `  ${c.vm}: ${checkpointLine(c.checkpoint)}`).join('\n')}\n`);
+          else say(`group ${result.group}:\n${result.checkpoints.map((c) => `  ${c.vm}: ${checkpointLine(c.checkpoint)}`).join('\n')}\n`);
           return EXIT.ok;
         }
-        return withVm(folders[0]!, { command: 'checkpoint create' }, async (vm) => {
-          const c = await vm.checkpoint({ ...(opts.name ? { name: opts.name } : {}), signal: interruptSignal() });
-          if (opts.json) printJson({ checkpoints: [c] });
-          else process.stdout.write(`created checkpoint ${checkpointLine(c)}\n${c.disks.map((d) => `  ${d.id}: froze ${d.file}`).join('\n')}\n`);
-          return EXIT.ok;
-        });
+        if (opts.type !== undefined && opts.type !== 'standard' && opts.type !== 'production') throw new DiskchainError('INVALID_ARGUMENT', `--type "${opts.type}" is not standard or production`);
+        const r = await checkpointVm(folders[0]!, { ...(opts.name ? { name: opts.name } : {}), ...(opts.type ? { type: opts.type } : {}), signal: interruptSignal() });
+        const c = r.checkpoint;
+        if (opts.json) printJson({ checkpoints: [c], running: r.running, pauseMs: r.running ? r.pauseMs : null, frozen: r.frozen, frozenMs: r.frozenMs, stateBytes: r.stateBytes, fallback: r.fallback });
+        else {
+          const lines = [`created ${c.type} checkpoint ${checkpointLine(c)}`, ...c.disks.map((d) => `  ${d.id}: froze ${d.file}`)];
+          if (r.running) lines.push(`  the guest was paused ${r.pauseMs.toFixed(1)} ms${r.frozen !== null ? `; ${r.frozen} file system(s) frozen ${r.frozenMs!.toFixed(0)} ms` : ''}${r.stateBytes !== null ? `; memory state ${formatBytes(r.stateBytes)}` : ''}`);
+          if (r.fallback) lines.push(`  standard, not production: ${r.fallback}`);
+          say(lines.join('\n') + '\n');
+        }
+        return EXIT.ok;
       }, opts.json ?? false),
     );
 
@@ -80,28 +87,25 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
     .option('--checkpoint-first [name]', 'save Now as a checkpoint first (Hyper-V\'s "Create checkpoint and apply")')
     .option('--json', 'print JSON')
     .action((folder: string, ref: string, opts: { checkpointFirst?: boolean | string; json?: boolean }) =>
-      run(
-        () =>
-          withVm(folder, { command: 'checkpoint apply' }, async (vm) => {
-            const bar = progressBar('merge');
-            try {
-              const r = await vm.apply(ref, { ...(opts.checkpointFirst !== undefined ? { checkpointFirst: opts.checkpointFirst } : {}), signal: interruptSignal(), onProgress: bar.onProgress });
-              bar.stop();
-              if (opts.json) printJson(r);
-              else {
-                const lines = [
-                  ...(r.savedFirst ? [`saved Now first as ${checkpointLine(r.savedFirst)}`] : [`discarded Now (${r.discarded.join(', ') || 'nothing'})`]),
-                  `applied "${r.applied.name}" (${r.applied.id}): Now starts from it`,
-                ];
-                process.stdout.write(lines.join('\n') + '\n');
-              }
-              return EXIT.ok;
-            } finally {
-              bar.stop();
-            }
-          }),
-        opts.json ?? false,
-      ),
+      run(async () => {
+        const bar = progressBar('merge');
+        try {
+          const r = await applyVm(folder, ref, { ...(opts.checkpointFirst !== undefined ? { checkpointFirst: opts.checkpointFirst } : {}), signal: interruptSignal(), onProgress: bar.onProgress });
+          bar.stop();
+          if (opts.json) printJson(r);
+          else {
+            const then = r.state === 'Running' ? 'the VM runs from that instant' : r.state === 'Saved' ? 'the VM is Saved at that instant: vm start resumes it' : 'the VM is off';
+            const lines = [
+              ...(r.savedFirst ? [`saved Now first as ${checkpointLine(r.savedFirst)}${r.checkpointFirstPauseMs !== null ? ` (the guest paused ${r.checkpointFirstPauseMs.toFixed(1)} ms)` : ''}`] : [`discarded Now (${r.discarded.join(', ') || 'nothing'})`]),
+              `applied "${r.applied.name}" (${r.applied.id}): Now starts from it; ${then}`,
+            ];
+            say(lines.join('\n') + '\n');
+          }
+          return EXIT.ok;
+        } finally {
+          bar.stop();
+        }
+      }, opts.json ?? false),
     );
 
   cp.command('remove')
@@ -120,7 +124,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
             const results = await groupRemove(args, opts.group, common);
             bar.stop();
             if (opts.json) printJson(results);
-            else process.stdout.write(results.vms.map((r) => `${r.folder}: removed ${r.result.removed.map((c) => `"${c.name}"`).join(', ')}`).join('\n') + '\n');
+            else say(results.vms.map((r) => `${r.folder}: removed ${r.result.removed.map((c) => `"${c.name}"`).join(', ')}`).join('\n') + '\n');
             return EXIT.ok;
           }
           const ref = opts.checkpoint ?? (args.length === 2 ? args[1] : undefined);
@@ -156,7 +160,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
           withVm(folder, { command: 'checkpoint rename' }, async (vm) => {
             const r = await vm.rename(ref, name);
             if (opts.json) printJson(r);
-            else process.stdout.write(`renamed "${r.previous}" to "${r.name}" (${r.id})\n`);
+            else say(`renamed "${r.previous}" to "${r.name}" (${r.id})\n`);
             return EXIT.ok;
           }),
         opts.json ?? false,
@@ -181,7 +185,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
               const r = await vm.export(ref, target, { ...(format ? { format } : {}), signal: interruptSignal(), onProgress: bar.onProgress });
               bar.stop();
               if (opts.json) printJson(r);
-              else process.stdout.write(`exported "${r.checkpoint.name}" to ${r.folder}\n${r.disks.map((d) => `  ${d.id}: ${d.path}`).join('\n')}\n`);
+              else say(`exported "${r.checkpoint.name}" to ${r.folder}\n${r.disks.map((d) => `  ${d.id}: ${d.path}`).join('\n')}\n`);
               return EXIT.ok;
             } finally {
               bar.stop();

@@ -1,12 +1,16 @@
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
+import { open, rename, rm, stat } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { convert } from '../api/convert.js';
+import { convert, partialPath } from '../api/convert.js';
+import type { DiskChain } from '../chain/disk-chain.js';
 import { openChain, withChain } from '../chain/open-chain.js';
 import { refuseIfDependedOn } from '../ops/dependents.js';
-import { IGNORE_ID_OPTION, SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
-import { DiskchainError } from '../io/errors.js';
-import type { FormatName } from '../formats/types.js';
-import { EXIT, interruptSignal, printJson, progressBar, type Run } from './output.js';
+import { syncFolder } from '../ops/journal.js';
+import { IGNORE_ID_OPTION, parentSearch, SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
+import { DiskchainError, throwIfAborted } from '../io/errors.js';
+import { parseFormat, refuseIgnored, sourceFormat, sourceFormatOption, targetFormat } from './formats.js';
+import { EXIT, interruptSignal, printJson, progressBar, say, type Run } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
 
 const CHUNK = 4 * 1024 * 1024;
@@ -14,33 +18,34 @@ const CHUNK = 4 * 1024 * 1024;
 export function registerDataCommands(program: Command, run: Run): void {
   program
     .command('convert')
-    .description('read a disk through its whole chain and write one standalone image (holes stay holes)')
+    .description('read a disk through its whole chain and write one standalone image (holes stay holes); written as <target>.diskchain-partial and renamed when complete')
     .argument('<source>')
-    .argument('<target>', 'must not exist')
-    .option('-O, --output-format <format>', 'vhdx, vhd or raw', 'vhdx')
-    .option('--type <type>', 'fixed or dynamic', 'dynamic')
-    .option('--block-size <size>', 'payload block size of the target')
-    .option('-f, --source-format <format>', 'the source format when it cannot be detected (raw)')
+    .argument('<target>', 'must not exist; its extension (.vhdx .avhdx .vhd .avhd .raw .img) sets the format unless -O does')
+    .option('-O, --output-format <format>', 'vhdx, vhd or raw (default: the target\'s extension\'s, else vhdx)')
+    .option('--type <type>', 'fixed or dynamic (VHDX and VHD; default dynamic)')
+    .option('--block-size <size>', 'payload block size of the target (VHDX and VHD)')
+    .addOption(sourceFormatOption('the source'))
     .option('--json', 'print JSON')
     .option(...SEARCH_PATH_OPTION)
-    .action((source: string, target: string, opts: { outputFormat: string; type: string; blockSize?: string; sourceFormat?: string; json?: boolean; searchPath?: string[] }) =>
+    .action((source: string, target: string, opts: { outputFormat?: string; type?: string; blockSize?: string; sourceFormat?: string; json?: boolean; searchPath?: string[] }) =>
       run(async () => {
-        const format = formatOption(opts.outputFormat, '--output-format');
-        if (opts.type !== 'fixed' && opts.type !== 'dynamic') throw new DiskchainError('INVALID_ARGUMENT', `--type must be fixed or dynamic, not ${opts.type}`);
+        const format = targetFormat(target, opts.outputFormat, '--output-format', 'vhdx');
+        if (format === 'raw') refuseIgnored([[opts.type, '--type'], [opts.blockSize, '--block-size']], 'to a raw image');
+        if (opts.type !== undefined && opts.type !== 'fixed' && opts.type !== 'dynamic') throw new DiskchainError('INVALID_ARGUMENT', `--type must be fixed or dynamic, not ${opts.type}`);
         const bar = progressBar('convert');
         try {
           const result = await convert(source, target, {
             format,
-            diskType: opts.type,
+            ...(opts.type ? { diskType: opts.type as 'fixed' | 'dynamic' } : {}),
             ...(opts.blockSize ? { blockSize: parseSize(opts.blockSize, 'block size') } : {}),
-            ...(opts.sourceFormat ? { sourceFormat: formatOption(opts.sourceFormat, '--source-format') } : {}),
-            ...searchPathOptions(opts),
+            ...(opts.sourceFormat ? { sourceFormat: parseFormat(opts.sourceFormat, '--source-format') } : {}),
+            ...(await parentSearch(opts)),
             onProgress: bar.onProgress,
             signal: interruptSignal(),
           });
           bar.stop();
           if (opts.json) printJson({ source, target, format, ...result });
-          else process.stdout.write(`converted ${source} -> ${target}: ${formatBytes(result.bytesWritten)} written, ${formatBytes(result.bytesSkipped)} skipped as holes\n`);
+          else say(`converted ${source} -> ${target}: ${formatBytes(result.bytesWritten)} written, ${formatBytes(result.bytesSkipped)} skipped as holes`);
         } finally {
           bar.stop();
         }
@@ -50,29 +55,28 @@ export function registerDataCommands(program: Command, run: Run): void {
 
   program
     .command('read')
-    .description('copy raw bytes of the virtual disk (through its chain) to stdout or a file')
+    .description('copy raw bytes of the virtual disk (through its chain) to stdout or a file (-o: written as <file>.diskchain-partial and renamed when complete)')
     .argument('<disk>')
     .option('--offset <n>', 'first byte', '0')
     .option('--length <n>', 'bytes to read (default: to the end)')
-    .option('-o, --output <file>', 'write here instead of stdout')
+    .option('-o, --output <file>', 'write here instead of stdout (replaced only once the read is complete)')
+    .addOption(sourceFormatOption())
     .option(...SEARCH_PATH_OPTION)
     .option(...IGNORE_ID_OPTION)
-    .action((disk: string, opts: { offset: string; length?: string; output?: string; searchPath?: string[]; ignoreIdMismatch?: boolean }) =>
-      run(() =>
-        withChain(disk, searchPathOptions(opts), async (chain) => {
-          const offset = parseSize(opts.offset, 'offset');
-          const length = opts.length !== undefined ? parseSize(opts.length, 'length') : chain.virtualSize - offset;
-          if (offset + length > chain.virtualSize || length < 0) throw new DiskchainError('OUT_OF_RANGE', `range ${offset}+${length} is outside the virtual disk (${chain.virtualSize} bytes)`, { file: disk });
-          const out: NodeJS.WritableStream = opts.output ? createWriteStream(opts.output) : process.stdout;
-          for (let done = 0; done < length; ) {
-            const buf = new Uint8Array(Math.min(CHUNK, length - done));
-            await chain.read(buf, offset + done);
-            if (!out.write(buf)) await new Promise((r) => out.once('drain', r));
-            done += buf.length;
-          }
-          if (opts.output) await new Promise<void>((resolve) => out.end(resolve));
+    .action((disk: string, opts: { offset: string; length?: string; output?: string; sourceFormat?: string; searchPath?: string[]; ignoreIdMismatch?: boolean }) =>
+      run(async () => {
+        const offset = parseSize(opts.offset, 'offset');
+        const length = opts.length !== undefined ? parseSize(opts.length, 'length') : undefined;
+        return withChain(disk, { ...sourceFormat(opts), ...(await searchPathOptions(opts)) }, async (chain) => {
+          const size = chain.virtualSize;
+          if (offset > size) throw new DiskchainError('OUT_OF_RANGE', `--offset ${offset} is beyond the end of the virtual disk (${size} bytes)`, { file: disk });
+          const count = length ?? size - offset;
+          if (offset + count > size) throw new DiskchainError('OUT_OF_RANGE', `--offset ${offset} --length ${count} runs past the end of the virtual disk (${size} bytes; at most ${size - offset} from that offset)`, { file: disk });
+          if (opts.output) await readToFile(chain, offset, count, opts.output);
+          else await readToStdout(chain, offset, count);
           return EXIT.ok;
-        }), false),
+        });
+      }, false),
     );
 
   program
@@ -81,13 +85,15 @@ export function registerDataCommands(program: Command, run: Run): void {
     .argument('<disk>')
     .requiredOption('--offset <n>', 'first byte to write')
     .option('--input <file>', 'read the bytes from this file, or - for stdin', '-')
+    .addOption(sourceFormatOption())
+    .option(...SEARCH_PATH_OPTION)
     .option('--json', 'print JSON')
     .option('--ignore-dependents', 'write even though other disks in the same folder depend on this one (their content would change under them)')
-    .action((disk: string, opts: { offset: string; input: string; json?: boolean; ignoreDependents?: boolean }) =>
+    .action((disk: string, opts: { offset: string; input: string; sourceFormat?: string; searchPath?: string[]; json?: boolean; ignoreDependents?: boolean }) =>
       run(async () => {
         const offset = parseSize(opts.offset, 'offset');
         if (!opts.ignoreDependents) await refuseIfDependedOn(disk);
-        const chain = await openChain(disk, { writable: true });
+        const chain = await openChain(disk, { writable: true, ...sourceFormat(opts), ...(await parentSearch(opts)) });
         let written = 0;
         try {
           // A file is read a whole chunk at a time (the 64 KiB default costs a thread-pool round trip per piece).
@@ -113,13 +119,60 @@ export function registerDataCommands(program: Command, run: Run): void {
           await chain.close();
         }
         if (opts.json) printJson({ disk, offset, bytesWritten: written });
-        else process.stdout.write(`wrote ${written} bytes at offset ${offset} into ${disk}\n`);
+        else say(`wrote ${written} bytes at offset ${offset} into ${disk}`);
         return EXIT.ok;
       }, opts.json ?? false),
     );
 }
 
-function formatOption(value: string, flag: string): FormatName {
-  if (value === 'vhdx' || value === 'vhd' || value === 'raw') return value;
-  throw new DiskchainError('INVALID_ARGUMENT', `${flag} must be vhdx, vhd or raw, not ${value}`);
+async function readToStdout(chain: DiskChain, offset: number, length: number): Promise<void> {
+  for (let done = 0; done < length; ) {
+    const buf = new Uint8Array(Math.min(CHUNK, length - done));
+    await chain.read(buf, offset + done);
+    if (!process.stdout.write(buf)) await new Promise((r) => process.stdout.once('drain', r));
+    done += buf.length;
+  }
+}
+
+/**
+ * read -o: a regular file (or a new one) is written as `<file>.diskchain-partial` and renamed over it only
+ * once complete and flushed, so a failed or cancelled read never leaves a truncated file under the name,
+ * nor harms the file that was there. Anything else (/dev/null, a FIFO, a device) is written in place.
+ */
+async function readToFile(chain: DiskChain, offset: number, length: number, output: string): Promise<void> {
+  const existing = await stat(output).catch(() => undefined);
+  if (existing?.isDirectory()) throw new DiskchainError('INVALID_ARGUMENT', '-o names a folder; give a file name', { file: output });
+  const inPlace = existing !== undefined && !existing.isFile();
+  const target = inPlace ? output : partialPath(output);
+  const bar = progressBar('read');
+  const signal = interruptSignal();
+  let fh;
+  try {
+    fh = await open(target, 'w');
+  } catch (e) {
+    throw new DiskchainError('IO', `cannot write ${target}: ${(e as Error).message}`, { file: target, errno: (e as NodeJS.ErrnoException).code });
+  }
+  try {
+    for (let done = 0; done < length; ) {
+      throwIfAborted(signal);
+      const buf = new Uint8Array(Math.min(CHUNK, length - done));
+      await chain.read(buf, offset + done);
+      await fh.write(buf, 0, buf.length, inPlace ? null : done);
+      done += buf.length;
+      bar.onProgress(done, length);
+    }
+    if (!inPlace) await fh.sync();
+    await fh.close();
+    fh = undefined;
+    if (!inPlace) {
+      await rename(target, output);
+      await syncFolder(dirname(resolve(output)));
+    }
+  } catch (e) {
+    await fh?.close().catch(() => undefined);
+    if (!inPlace) await rm(target, { force: true });
+    throw e;
+  } finally {
+    bar.stop();
+  }
 }

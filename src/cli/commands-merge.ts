@@ -4,7 +4,8 @@ import { measureChain } from '../ops/measure.js';
 import { merge } from '../ops/merge.js';
 import { rebase } from '../ops/rebase.js';
 import { reparent } from '../ops/reparent.js';
-import { EXIT, interruptSignal, printJson, progressBar, type Run } from './output.js';
+import { EXIT, interruptSignal, printJson, progressBar, say, type Run } from './output.js';
+import { sourceFormat, sourceFormatOption } from './formats.js';
 import { SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
 import { formatBytes } from './sizes.js';
 export function registerMergeCommands(program: Command, run: Run): void {
@@ -25,7 +26,7 @@ export function registerMergeCommands(program: Command, run: Run): void {
             ...(opts.into ? { into: opts.into } : {}),
             keep: opts.keep ?? false,
             verify: opts.verify ?? false,
-            ...searchPathOptions(opts),
+            ...(await searchPathOptions(opts)),
             signal: interruptSignal(),
             onProgress: bar.onProgress,
           });
@@ -40,7 +41,7 @@ export function registerMergeCommands(program: Command, run: Run): void {
               ...(result.verify ? [`verify: ${result.verify.identical ? 'identical' : 'DIFFERENT'} (sha256 before ${result.verify.before}, after ${result.verify.after})`] : []),
               `the merged content is now in ${result.target}`,
             ];
-            process.stdout.write(lines.join('\n') + '\n');
+            say(lines.join('\n'));
           }
           return result.verify && !result.verify.identical ? EXIT.findings : EXIT.ok;
         } finally {
@@ -59,9 +60,9 @@ export function registerMergeCommands(program: Command, run: Run): void {
     .option('--json', 'print JSON')
     .action((child: string, parent: string, opts: { ignoreIdMismatch?: boolean; searchPath?: string[]; json?: boolean }) =>
       run(async () => {
-        const result = await reparent(child, parent, { ignoreIdMismatch: opts.ignoreIdMismatch ?? false, ...searchPathOptions(opts) });
+        const result = await reparent(child, parent, { ignoreIdMismatch: opts.ignoreIdMismatch ?? false, ...(await searchPathOptions(opts)) });
         if (opts.json) printJson(result);
-        else process.stdout.write(`${child} now names ${parent} as its parent${result.identityMatched ? '' : ' (identity mismatch accepted and recorded)'}\n`);
+        else say(`${child} now names ${parent} as its parent${result.identityMatched ? '' : ' (identity mismatch accepted and recorded)'}`);
         return EXIT.ok;
       }, opts.json ?? false),
     );
@@ -81,13 +82,13 @@ export function registerMergeCommands(program: Command, run: Run): void {
           const result = await rebase(child, {
             ...(opts.onto ? { onto: opts.onto } : {}),
             standalone: opts.standalone ?? false,
-            ...searchPathOptions(opts),
+            ...(await searchPathOptions(opts)),
             signal: interruptSignal(),
             onProgress: bar.onProgress,
           });
           bar.stop();
           if (opts.json) printJson(result);
-          else process.stdout.write(`${child} ${result.parent ? `now depends on ${result.parent}` : 'is now standalone'}; copied ${formatBytes(result.bytesCopied)} from ${result.leftBehind.join(', ') || 'no layer'}\n`);
+          else say(`${child} ${result.parent ? `now depends on ${result.parent}` : 'is now standalone'}; copied ${formatBytes(result.bytesCopied)} from ${result.leftBehind.join(', ') || 'no layer'}`);
           return EXIT.ok;
         } finally {
           bar.stop();
@@ -99,11 +100,12 @@ export function registerMergeCommands(program: Command, run: Run): void {
     .command('measure')
     .description('the space a merge, rebase or convert of this disk needs, against the free space (read-only)')
     .argument('<disk>')
+    .addOption(sourceFormatOption())
     .option(...SEARCH_PATH_OPTION)
     .option('--json', 'print JSON')
-    .action((disk: string, opts: { searchPath?: string[]; json?: boolean }) =>
-      run(() =>
-        withChain(disk, searchPathOptions(opts), async (chain) => {
+    .action((disk: string, opts: { sourceFormat?: string; searchPath?: string[]; json?: boolean }) =>
+      run(async () =>
+        withChain(disk, { ...sourceFormat(opts), ...(await searchPathOptions(opts)) }, async (chain) => {
           const m = await measureChain(chain);
           if (opts.json) printJson(m);
           else {

@@ -14,6 +14,14 @@ export function registerScanCommands(program: Command, run: Run): void {
     .option('--max-depth <n>', 'folder levels walked below each folder', '8')
     .option('--max-files <n>', 'files probed at most', '100000')
     .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `
+Exit codes: exit 0 when every tree is whole (stale links that only need re-pointing included);
+1 when there are orphans, identity mismatches, unreadable or damaged files, or cycles (the plan says
+what to run); 2 for a bad option or a folder that does not exist; 130 when cancelled.
+Symbolic links to folders are followed once each; sockets, FIFOs and devices are never opened.`,
+    )
     .action((folders: string[], opts: { maxDepth: string; maxFiles: string; json?: boolean }) =>
       run(async () => {
         const report = await scanFolders(folders, {

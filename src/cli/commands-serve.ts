@@ -4,6 +4,7 @@ import { serve, NBD_PORT, type ServeOptions } from '../api/serve.js';
 import { setFileWriteMode } from '../io/file-source.js';
 import { DiskchainError } from '../io/errors.js';
 import { EXIT, type Run } from './output.js';
+import { sourceFormat, sourceFormatOption } from './formats.js';
 import { IGNORE_ID_OPTION, SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
 
 interface ServeFlags {
@@ -20,6 +21,7 @@ interface ServeFlags {
   verbose?: boolean;
   searchPath?: string[];
   ignoreIdMismatch?: boolean;
+  sourceFormat?: string;
 }
 
 export function registerServeCommands(program: Command, run: Run): void {
@@ -41,6 +43,7 @@ export function registerServeCommands(program: Command, run: Run): void {
     .option('--export-name <name>', 'the export name (default: the disk\'s file name; the empty name also reaches it)')
     .option('--json', 'print one JSON line once listening')
     .option('--verbose', 'report connection errors and disconnected clients on stderr')
+    .addOption(sourceFormatOption())
     .option(...SEARCH_PATH_OPTION)
     .option(...IGNORE_ID_OPTION)
     .action((disk: string, opts: ServeFlags) =>
@@ -108,6 +111,7 @@ async function serveOptions(opts: ServeFlags): Promise<ServeOptions> {
     writable: opts.writable ?? false,
     ...(opts.exportName !== undefined ? { exportName: opts.exportName } : {}),
     ...(opts.verbose ? { log: (m: string) => process.stderr.write(`diskchain serve: ${m}\n`) } : {}),
-    ...searchPathOptions(opts),
+    ...(await searchPathOptions(opts)),
+    ...sourceFormat(opts),
   };
 }

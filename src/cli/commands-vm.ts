@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { createVm, listVms, openVm, withVm, type VmDescription } from '../api/vm.js';
 import { DiskchainError } from '../io/errors.js';
-import { EXIT, interruptSignal, printJson, type Run } from './output.js';
+import { EXIT, interruptSignal, printJson, say, type Run } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
 import { registerVmRunCommands } from './commands-vm-run.js';
 
@@ -75,7 +75,7 @@ export function registerVmCommands(program: Command, run: Run): void {
           signal: interruptSignal(),
         });
         if (opts.json) printJson(result);
-        else process.stdout.write(`created VM "${result.name}" in ${result.folder}\n${result.disks.map((d) => `  ${d.id}: ${d.path}${d.layers > 1 ? ` (${d.layers} layers)` : ''}`).join('\n')}\n`);
+        else say(`created VM "${result.name}" in ${result.folder}\n${result.disks.map((d) => `  ${d.id}: ${d.path}${d.layers > 1 ? ` (${d.layers} layers)` : ''}`).join('\n')}\n`);
         return EXIT.ok;
       }, opts.json ?? false),
     );
@@ -129,9 +129,28 @@ export function registerVmCommands(program: Command, run: Run): void {
         const vmh = await openVm(folder, { command: 'vm rm' });
         const result = await vmh.delete();
         if (opts.json) printJson(result);
-        else process.stdout.write(`deleted ${result.deleted.length} file(s)${result.left.length ? `; left in place (not the VM's): ${result.left.join(', ')}` : ''}\n`);
+        else say(`deleted ${result.deleted.length} file(s)${result.left.length ? `; left in place (not the VM's): ${result.left.join(', ')}` : ''}\n`);
         return EXIT.ok;
       }, opts.json ?? false),
+    );
+
+  vm.command('resize-disk')
+    .description("Resize-VHD on the VM's disk (grow; shrink a VHDX only when nothing allocated lies beyond the new end). Refused while the VM has checkpoints: remove them, or export a checkpoint to a new VM and resize that")
+    .argument('<vm>')
+    .argument('<disk>', 'the disk id (disk0, disk1, ...)')
+    .requiredOption('--size <size>', 'the new virtual size (e.g. 20G)')
+    .option('--json', 'print JSON')
+    .action((folder: string, disk: string, opts: { size: string; json?: boolean }) =>
+      run(
+        () =>
+          withVm(folder, { command: 'vm resize-disk' }, async (v) => {
+            const r = await v.resizeDisk(disk, parseSize(opts.size, '--size'));
+            if (opts.json) printJson(r);
+            else say(`resized ${r.vm}'s ${r.disk} (${r.path}) from ${formatBytes(r.previousSize)} to ${formatBytes(r.size)}\n`);
+            return EXIT.ok;
+          }),
+        opts.json ?? false,
+      ),
     );
 
   vm.command('check')

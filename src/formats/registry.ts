@@ -22,5 +22,5 @@ export function driverFor(format: FormatName): FormatDriver {
 /** Finds the format by content, never by file name. */
 export async function detectFormat(source: ByteSource): Promise<FormatDriver> {
   for (const driver of PROBED) if (await driver.probe(source)) return driver;
-  throw new DiskchainError('UNKNOWN_FORMAT', 'not a VHDX or VHD file (no signature found); use --format raw for a raw image', { file: source.name, offset: 0 });
+  throw new DiskchainError('UNKNOWN_FORMAT', 'not a VHDX or VHD file (no signature found); a raw image is read with -f raw (--source-format raw)', { file: source.name, offset: 0 });
 }

@@ -80,6 +80,12 @@ export interface VirtualDisk {
    * this disk may not change block states (a fixed VHDX). Durable at the next flush, like a write.
    */
   zeroBlocks?(offset: number, length: number): Promise<boolean>;
+  /**
+   * Optional: Resize-VHD. The virtual size becomes `size`: grown space reads as zeros; a shrink is
+   * refused (INVALID_ARGUMENT with details.minimumSize) when allocated data lies beyond the new end.
+   * Never on a differencing disk (UNSUPPORTED). Crash-safe: the old size or the new one.
+   */
+  resize?(size: number): Promise<void>;
 }
 
 /** What `setParent` writes: the new parent's identity and where to find it. */

@@ -1,8 +1,51 @@
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { link, lstat, open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { DiskchainError } from './errors.js';
 import { fileEventListener } from './file-events.js';
 import { FileSource } from './file-source.js';
+
+/** Suffix of a file being made, before it appears under its name. */
+export const PARTIAL_SUFFIX = '.diskchain-partial';
+
+export interface StagedFile {
+  /** Writes go here; the source carries the final name (errors, a format's relative paths). */
+  readonly source: FileSource;
+  /** Flushes the file and makes it appear under its name, never replacing a file there; durable on return. */
+  publish(): Promise<void>;
+  /** Removes the partial file (after a failure). */
+  discard(): Promise<void>;
+}
+
+/**
+ * Creates `path` so that a crash or power cut never leaves a partly written file under that name: the
+ * file is made as `<path>.diskchain-partial` (a leftover of an earlier cut-short create is replaced)
+ * and given its name by publish() once flushed, with a hard link that fails if `path` exists (a rename
+ * would replace it), then the folder is flushed. Refuses an existing `path` up front.
+ */
+export async function createStaged(path: string): Promise<StagedFile> {
+  const exists = (): DiskchainError => new DiskchainError('IO', 'cannot create file: it already exists', { file: path, errno: 'EEXIST' });
+  if (await lstat(path).catch(() => undefined)) throw exists();
+  const partial = `${path}${PARTIAL_SUFFIX}`;
+  await removeFile(partial);
+  const source = await FileSource.create(partial, { name: path });
+  return {
+    source,
+    async publish() {
+      await source.flush();
+      fileEventListener()?.({ kind: 'rename', from: partial, to: path });
+      try {
+        await link(partial, path);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw exists();
+        throw new DiskchainError('IO', `cannot create file: ${e instanceof Error ? e.message : String(e)}`, { file: path, errno: (e as NodeJS.ErrnoException).code }, { cause: e });
+      }
+      await rm(partial, { force: true });
+      await syncFolder(dirname(path));
+    },
+    discard: () => removeFile(partial),
+  };
+}
 
 /**
  * Replaces `path` with `text` atomically: write a temporary file, flush it, rename it over the old

@@ -37,26 +37,35 @@ export class FileSource implements ByteSource {
   /** Numbers this open in file events. */
   private readonly eventId = ++opened;
 
-  private constructor(name: string, fh: FileHandle, readOnly: boolean, created = false) {
+  /** `file` is where the file is when that is not its name (a staged create, durable.ts). */
+  private constructor(name: string, fh: FileHandle, readOnly: boolean, created = false, file = name) {
     this.name = name;
     this.fh = fh;
     this.readOnly = readOnly;
-    if (!readOnly) fileEventListener()?.({ kind: 'open', file: this.eventId, path: name, created });
+    if (!readOnly) fileEventListener()?.({ kind: 'open', file: this.eventId, path: file, created });
   }
 
   static async open(path: string, options: { writable?: boolean } = {}): Promise<FileSource> {
     const writable = options.writable ?? false;
+    let fh: FileHandle;
     try {
-      return new FileSource(path, await open(path, writable ? 'r+' : 'r'), !writable);
+      fh = await open(path, writable ? 'r+' : 'r');
     } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EISDIR') throw notAFile(path);
       throw ioError(e, 'cannot open file', path);
     }
+    // Linux opens a folder read-only; its first read would fail with EISDIR.
+    if ((await fh.stat().catch(() => undefined))?.isDirectory()) {
+      await fh.close();
+      throw notAFile(path);
+    }
+    return new FileSource(path, fh, !writable);
   }
 
-  /** Creates a new file; refuses to replace an existing one. */
-  static async create(path: string): Promise<FileSource> {
+  /** Creates a new file; refuses to replace an existing one. `name` names it in errors and to the formats (default: `path`). */
+  static async create(path: string, options: { name?: string } = {}): Promise<FileSource> {
     try {
-      return new FileSource(path, await open(path, 'wx+'), false, true);
+      return new FileSource(options.name ?? path, await open(path, 'wx+'), false, true, path);
     } catch (e) {
       throw ioError(e, 'cannot create file', path);
     }
@@ -151,6 +160,10 @@ export class FileSource implements ByteSource {
   private assertWritable(): void {
     if (this.readOnly) throw new DiskchainError('READ_ONLY', 'file is open read-only', { file: this.name });
   }
+}
+
+function notAFile(path: string): DiskchainError {
+  return new DiskchainError('INVALID_ARGUMENT', 'a folder, not a disk image file', { file: path, errno: 'EISDIR' });
 }
 
 function ioError(e: unknown, what: string, file: string, offset?: number): DiskchainError {

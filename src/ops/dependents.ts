@@ -1,7 +1,8 @@
 import { dirname, resolve } from 'node:path';
-import { realpath } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { DiskchainError } from '../io/errors.js';
 import { catalogFolders, childrenOf } from '../chain/catalog.js';
+import { rememberedChildren } from '../chain/link-store.js';
 import { openDisk } from '../chain/open-disk.js';
 import type { LinkIdentity } from '../formats/types.js';
 
@@ -23,7 +24,10 @@ export async function findDependents(
   extraFolders: string[] = [],
   signal?: AbortSignal,
 ): Promise<Dependent[]> {
-  const folders = [...new Set([...disks.map((d) => dirname(resolve(d.path))), ...extraFolders.map((f) => resolve(f))])];
+  // Children remembered in other folders (link-store.ts: links diskchain made across folders) are looked at too.
+  const reals = await Promise.all(disks.map((d) => realpath(d.path).catch(() => resolve(d.path))));
+  const remembered = await existingFiles(await rememberedChildren(reals));
+  const folders = [...new Set([...disks.map((d) => dirname(resolve(d.path))), ...extraFolders.map((f) => resolve(f)), ...remembered])];
   const catalog = await catalogFolders(folders, { maxDepth: 0, ...(signal ? { signal } : {}) });
   const out: Dependent[] = [];
   const seen = new Set<string>();
@@ -39,7 +43,12 @@ export async function findDependents(
   return out;
 }
 
-/** Refuses (HAS_DEPENDENTS) to let a disk change when another disk in its folder records it as parent. */
+async function existingFiles(paths: string[]): Promise<string[]> {
+  const states = await Promise.all(paths.map((p) => stat(p).then((st) => st.isFile(), () => false)));
+  return paths.filter((_, i) => states[i]);
+}
+
+/** Refuses (HAS_DEPENDENTS) to let a disk change when another disk in its folder (or a remembered child elsewhere) records it as parent. */
 export async function refuseIfDependedOn(path: string): Promise<void> {
   // Files that do not open as a disk are left to the write itself to refuse.
   const disk = await openDisk(path).catch(() => undefined);

@@ -1,4 +1,174 @@
-import type { VmWorker } from './worker.js';
+/**
+ * Checkpoints and apply of a running VM, inside its worker (Hyper-V's Checkpoint-VM and
+ * Restore-VMSnapshot on a running VM).
+ *
+ * Checkpoint (one transaction, checkpoint/transaction.ts):
+ *
+ *   plan, forecast         the checkpoint and one child per disk; NO_SPACE before anything (a
+ *                          standard one also needs room for the memory)
+ *   record                 journal/<tx>.json
+ *   [production] freeze    guest-fsfreeze-freeze through the guest agent (its file systems flushed
+ *                          and held still)
+ *   ── the guest pauses ──
+ *   QMP stop               every guest write drained to the worker
+ *   flush                  the served leaves durable
+ *   prepare                config, children (made now: a leaf's DataWriteGuid is final once its
+ *                          writes have stopped, and the children record it)
+ *   [standard] save state  memory and device state into Snapshots/<id>/state.vmstate
+ *   commit                 vm.json: Now on the children
+ *   switch                 each export swapped to Now's new chain (old leaf flushed, closed, read-locked)
+ *   QMP cont
+ *   ── the guest runs ──    the pause is reported in ms
+ *   [production] thaw
+ *   finish                 the record dropped
+ *
+ * A failure before the commit rolls the transaction back and resumes the guest on its old leaves;
+ * a failure to switch after the commit ends the VM (hard stop) rather than let the guest write a
+ * file a checkpoint froze. A production checkpoint of a guest without a usable agent falls back to
+ * standard (setting "production") or fails (setting "productionOnly"), as Hyper-V does.
+ *
+ * Apply: QEMU ends, the disks are closed, the engine's apply runs (checkpoint/apply.ts); a standard
+ * checkpoint's state becomes Now's saved state and a new QEMU resumes from it (-incoming): the guest
+ * is back at the checkpoint's instant. A production checkpoint leaves the VM off.
+ */
+import { DiskchainError } from '../io/errors.js';
+import { ensureSpace } from '../ops/space.js';
+import { applyCheckpoint, type ApplyResult } from '../checkpoint/apply.js';
+import { checkpointInfo, forecastCheckpoint, planCheckpoint, type CheckpointInfo } from '../checkpoint/create.js';
+import { virtualSizes } from '../checkpoint/disks.js';
+import { SNAPSHOTS_DIR } from '../checkpoint/folder.js';
+import type { CheckpointType } from '../checkpoint/manifest.js';
+import { resolveCheckpoint } from '../checkpoint/resolve.js';
+import { readSavedState, savedStateFromCheckpoint } from '../checkpoint/saved-state.js';
+import { Transaction } from '../checkpoint/transaction.js';
+import { GuestAgentClient } from '../vm/guest-agent.js';
+import { saveState } from '../vm/state-file.js';
+import type { VmWorker, WorkerInternals } from './worker.js';
+
+export interface LiveCheckpointResult {
+  checkpoint: CheckpointInfo;
+  /** How long the guest's vCPUs were stopped (QMP stop to cont), in ms; 0 when it was paused already. */
+  pauseMs: number;
+  /** Production: the file systems the guest agent froze (null: none was asked). */
+  frozen: number | null;
+  /** How long the file systems were frozen, in ms. */
+  frozenMs: number | null;
+  /** Standard: the state file's size. */
+  stateBytes: number | null;
+  /** Why a production checkpoint became standard. */
+  fallback: string | null;
+}
+
+export interface LiveApplyResult extends ApplyResult {
+  /** The checkpoint of Now taken first (checkpointFirst), with its pause. */
+  checkpointFirst: LiveCheckpointResult | null;
+  /** Running (a standard checkpoint: resumed from its state) or Off (production). */
+  state: 'Running' | 'Off';
+}
 
 /** Adds the live operations (checkpoint, apply) to a worker's control socket. */
-export function registerLiveOperations(_worker: VmWorker): void {}
+export function registerLiveOperations(worker: VmWorker): void {
+  worker.register('checkpoint', (w, args) => liveCheckpoint(w, { ...(typeof args.name === 'string' ? { name: args.name } : {}), ...(args.type === 'standard' || args.type === 'production' ? { type: args.type } : {}) }));
+  worker.register('apply', (w, args) => {
+    if (typeof args.checkpoint !== 'string') throw new DiskchainError('INVALID_ARGUMENT', 'apply names a checkpoint');
+    const first = args.checkpointFirst;
+    return liveApply(w, args.checkpoint, { ...(typeof first === 'string' || typeof first === 'boolean' ? { checkpointFirst: first } : {}) });
+  });
+}
+
+/** An agent that answers, or why there is none. */
+async function reachAgent(w: WorkerInternals): Promise<GuestAgentClient | string> {
+  if (!w.agentSocket) return 'the VM has no guest agent port (config.guestAgent is false)';
+  try {
+    return await GuestAgentClient.connect(w.agentSocket, { timeoutMs: 3000 });
+  } catch (e) {
+    return `the guest agent does not answer (${e instanceof Error ? e.message : String(e)})`;
+  }
+}
+
+export async function liveCheckpoint(w: WorkerInternals, options: { name?: string; type?: CheckpointType; group?: string; created?: Date } = {}): Promise<LiveCheckpointResult> {
+  if (!['Running', 'Paused'].includes(w.state)) throw new DiskchainError('VM_STATE', `the VM is ${w.state}; a checkpoint needs it Running or Paused`, { state: w.state });
+  const vm = w.vm;
+  const setting = vm.manifest.config.checkpointType;
+  let type: CheckpointType = options.type ?? (setting === 'standard' ? 'standard' : 'production');
+  let agent: GuestAgentClient | undefined;
+  let fallback: string | null = null;
+  if (type === 'production' && setting !== 'disabled') {
+    const reached = await reachAgent(w);
+    if (typeof reached === 'string') {
+      if (setting === 'productionOnly') throw new DiskchainError('UNSUPPORTED', `a production checkpoint needs the guest agent: ${reached} (checkpoint type productionOnly)`);
+      fallback = reached;
+      type = 'standard';
+    } else agent = reached;
+  }
+  try {
+    const { plan, checkpoint } = planCheckpoint(vm.manifest, { ...options, type, command: 'checkpoint create (running)' });
+    const memory = type === 'standard' ? vm.manifest.config.memoryBytes : 0;
+    await forecastCheckpoint(vm, await virtualSizes(vm));
+    if (memory > 0) await ensureSpace(vm.path(`${SNAPSHOTS_DIR}/x`), memory + 8192, 'the memory state of a standard checkpoint');
+    plan.actions[0] = { kind: 'json', file: checkpoint.config, value: { ...vm.manifest.config, machine: w.machine } };
+    if (type === 'standard') {
+      checkpoint.state = `${SNAPSHOTS_DIR}/${checkpoint.id}/state.vmstate`;
+      plan.actions.splice(1, 0, { kind: 'state', file: checkpoint.state });
+    }
+    const tx = await Transaction.begin(vm, plan, 'checkpoint create (running)');
+    const running = w.state === 'Running';
+    let frozen: number | null = null;
+    let frozenAt = 0;
+    let pausedAt = 0;
+    let stateBytes: number | null = null;
+    try {
+      if (agent) {
+        frozenAt = performance.now();
+        frozen = await agent.fsfreezeFreeze({ timeoutMs: 60_000 });
+      }
+      pausedAt = performance.now();
+      if (running) await w.qemu.qmp.execute('stop');
+      await w.disks.flush();
+      await tx.prepare();
+      if (checkpoint.state) stateBytes = (await saveState(w.qemu.qmp, vm.path(checkpoint.state))).bytes;
+      await tx.commit();
+    } catch (e) {
+      if (!tx.committed) await tx.rollback().catch(() => undefined);
+      if (running && !w.qemu.exit) await w.qemu.qmp.execute('cont').catch(() => undefined);
+      if (frozen !== null) await agent!.fsfreezeThaw({ timeoutMs: 60_000 }).catch(() => undefined);
+      throw e;
+    }
+    try {
+      await w.disks.switchToNow();
+    } catch (e) {
+      // Never let the guest write a layer a checkpoint froze.
+      await w.end('Off', `switching to the new checkpoint's layers failed, the VM was turned off: ${e instanceof Error ? e.message : String(e)}`);
+      throw e;
+    }
+    if (running) await w.qemu.qmp.execute('cont');
+    const pauseMs = running ? performance.now() - pausedAt : 0;
+    let frozenMs: number | null = null;
+    if (frozen !== null) {
+      await agent!.fsfreezeThaw({ timeoutMs: 60_000 });
+      frozenMs = performance.now() - frozenAt;
+    }
+    await tx.finish();
+    return { checkpoint: checkpointInfo(vm.manifest, checkpoint), pauseMs, frozen, frozenMs, stateBytes, fallback };
+  } finally {
+    await agent?.close().catch(() => undefined);
+  }
+}
+
+export async function liveApply(w: WorkerInternals, ref: string, options: { checkpointFirst?: boolean | string } = {}): Promise<LiveApplyResult> {
+  if (!['Running', 'Paused', 'Paused-Critical'].includes(w.state)) throw new DiskchainError('VM_STATE', `the VM is ${w.state}`, { state: w.state });
+  const target = resolveCheckpoint(w.vm.manifest, ref);
+  // "Create checkpoint and apply" of a running VM: a live checkpoint of Now first, as the setting says.
+  const first = options.checkpointFirst ? await liveCheckpoint(w, typeof options.checkpointFirst === 'string' ? { name: options.checkpointFirst } : {}) : null;
+  let result: ApplyResult | undefined;
+  await w.restart(async () => {
+    result = await applyCheckpoint(w.vm, w.vm.manifest.checkpoints.find((c) => c.id === target.id)!, { command: 'checkpoint apply (running)' });
+    const c = w.vm.manifest.checkpoints.find((x) => x.id === target.id)!;
+    if (c.state === null) return undefined;
+    await savedStateFromCheckpoint(w.vm, c, w.vm.manifest.config.machine ?? w.machine);
+    const saved = await readSavedState(w.vm.realFolder, w.vm.manifest);
+    if (saved.status !== 'valid') throw new DiskchainError('IO', `the checkpoint's state could not be made Now's saved state: ${saved.status === 'stale' ? saved.reason : 'missing'}`);
+    return saved;
+  });
+  return { ...result!, checkpointFirst: first, state: target.state === null ? 'Off' : 'Running' };
+}

@@ -44,6 +44,7 @@ async function openNow(vm: VmFolder, diskId: string): Promise<{ chain: DiskChain
 }
 
 export class ServedDisks {
+  private closed = false;
   private constructor(
     private readonly vm: VmFolder,
     private readonly server: NbdServer,
@@ -91,6 +92,8 @@ export class ServedDisks {
 
   /** Stops serving: the requests in flight finish, each chain is flushed and closed, the locks dropped. */
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     await this.server.close();
     const errors: unknown[] = [];
     for (const d of this.disks) await closeDisk(d).catch((e: unknown) => errors.push(e));

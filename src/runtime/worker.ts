@@ -81,12 +81,18 @@ export interface WorkerInternals {
   readonly agentSocket: string | undefined;
   readonly state: VmState;
   setState(state: VmState, reason?: string | null): void;
-  /** Replaces QEMU (apply of a running VM): the old one is ended first, its exit expected. */
-  relaunch(options: { saved?: SavedStateStatus & { status: 'valid' }; end: 'quit' | 'kill' }): Promise<void>;
+  /**
+   * Apply of a running VM: QEMU ends and the disks are closed, `offline` changes the VM folder, then
+   * the disks are served again and a new QEMU resumes the saved state `offline` returns; none: the
+   * VM ends Off.
+   */
+  restart(offline: () => Promise<ValidSavedState | undefined>): Promise<void>;
   /** Ends the run: QEMU (already stopped or killed here), disks, lock. */
   end(state: 'Off' | 'Saved', reason: string | null): Promise<void>;
   warn(message: string): void;
 }
+
+export type ValidSavedState = SavedStateStatus & { status: 'valid' };
 
 export type LiveOperation = (worker: WorkerInternals, args: Record<string, unknown>) => Promise<unknown>;
 
@@ -120,7 +126,7 @@ export class VmWorker implements WorkerInternals {
 
   private constructor(
     readonly vm: VmFolder,
-    readonly disks: ServedDisks,
+    private served: ServedDisks,
     private readonly options: VmWorkerOptions,
   ) {
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
@@ -167,6 +173,9 @@ export class VmWorker implements WorkerInternals {
     }
   }
 
+  get disks(): ServedDisks {
+    return this.served;
+  }
   get state(): VmState {
     return this.currentState;
   }
@@ -328,15 +337,34 @@ export class VmWorker implements WorkerInternals {
     this.options.log?.(`warning: ${message}`);
   }
 
-  async relaunch(options: { saved?: SavedStateStatus & { status: 'valid' }; end: 'quit' | 'kill' }): Promise<void> {
+  async restart(offline: () => Promise<ValidSavedState | undefined>): Promise<void> {
     const old = this.qemuProcess;
     if (old && !old.exit) {
       this.expectExit(old);
-      if (options.end === 'kill') await old.kill();
-      else await old.stop(10_000);
+      await old.qmp.execute('stop').catch(() => undefined);
+      await old.stop(10_000);
     }
-    this.qemuProcess = undefined;
-    await this.launch(options.saved);
+    this.setState('Starting', 'applying a checkpoint');
+    await this.served.close();
+    let saved: ValidSavedState | undefined;
+    try {
+      saved = await offline();
+    } catch (e) {
+      await this.end('Off', `applying a checkpoint failed: ${e instanceof Error ? e.message : String(e)}`);
+      throw e;
+    }
+    if (!saved) {
+      await this.end('Off', null);
+      return;
+    }
+    try {
+      this.served = await ServedDisks.open(this.vm, runPath(this.vm.realFolder, 'nbd'), this.options.log);
+      await this.launch(saved);
+    } catch (e) {
+      await this.end('Off', `the VM could not be resumed at the checkpoint: ${e instanceof Error ? e.message : String(e)}`);
+      throw e;
+    }
+    this.setState('Running');
   }
 
   /** Ends the run (idempotent): disks flushed and closed, sockets removed, the record written, the lock released. */
@@ -392,7 +420,7 @@ export class VmWorker implements WorkerInternals {
   }
 
   /** Starts QEMU on the served disks; with a saved state, loads it (-incoming) and resumes the guest. */
-  private async launch(saved?: SavedStateStatus & { status: 'valid' }): Promise<void> {
+  private async launch(saved?: ValidSavedState): Promise<void> {
     const config = qemuConfigFor(this.vm.manifest, this.vm.realFolder, { incoming: saved !== undefined, ...(saved ? { machine: saved.record.machine } : {}), ...(this.options.qemuBinary ? { binary: this.options.qemuBinary } : {}) });
     this.accel = resolveAccel(config);
     this.guestShutdown = false;

@@ -1,11 +1,12 @@
 // One Debian chromium per test file, driven by playwright-core, with a fresh profile; and the
 // console started as the CLI starts it, its URL read from what it prints.
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { chromium, type BrowserContext } from 'playwright-core';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { CHROMIUM, requireOracle } from './oracles.js';
 
 const BIN = new URL('../../bin/diskchain.js', import.meta.url).pathname;
@@ -85,3 +86,23 @@ export async function startConsoleProcess(roots: string[], extra: string[] = [])
 /** Whether screenshots for docs/ are (re)written: only when asked, so CI leaves the tree clean. */
 export const SCREENSHOTS = process.env.DISKCHAIN_SCREENSHOTS === '1';
 export const DOCS_SHOTS = new URL('../../../docs/console/', import.meta.url).pathname;
+
+/** With DISKCHAIN_SCREENSHOTS=1: the page, whole, in the light and the dark theme, as docs/console/<name>-<theme>.png. */
+export async function shoot(page: Page, name: string): Promise<void> {
+  if (!SCREENSHOTS) return;
+  mkdirSync(DOCS_SHOTS, { recursive: true });
+  await page.mouse.move(0, 0); // no hover highlight in the pictures
+  for (const scheme of ['light', 'dark'] as const) {
+    await page.emulateMedia({ colorScheme: scheme });
+    await page.screenshot({ path: join(DOCS_SHOTS, `${name}-${scheme}.png`), fullPage: true });
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+}
+
+/** A test file's end: the browser closed, the console stopped with Ctrl-C (it must exit 0), the work folder gone. */
+export async function tearDown(browser: Browser | null, consoleProc: ConsoleProcess | undefined, work: string): Promise<void> {
+  await browser?.close();
+  const code = await consoleProc?.stop();
+  assert.equal(code, 0, `the console stops cleanly on Ctrl-C: ${consoleProc?.stderr()}`);
+  rmSync(work, { recursive: true, force: true });
+}

@@ -6,7 +6,7 @@ import type { DiskFolder, Space } from '../routes-disks.js';
 import type { Measure } from '../../api/index.js';
 import { baseName, bytes, when } from './format.js';
 import { useLoad } from './hooks.js';
-import { Empty, ErrorNote, SpaceBar } from './widgets.js';
+import { Empty, ErrorNote, PageHead, SpaceBar } from './widgets.js';
 
 interface DisksView {
   folders: DiskFolder[];
@@ -19,16 +19,9 @@ export function DisksPage() {
   const view = useLoad('disks', (signal) => api.get<DisksView>('/api/disks', signal));
   return (
     <section aria-labelledby="disks-title">
-      <header class="page-head">
-        <div>
-          <h1 id="disks-title">Disks</h1>
-          <p class="muted">VHDX and VHD files under the roots, found by content, with the chain each one reads through.</p>
-        </div>
-        <button type="button" onClick={view.reload} disabled={view.loading}>
-          {view.loading ? 'Reading…' : 'Refresh'}
-        </button>
-      </header>
-      <ErrorNote error={view.error?.body} />
+      <PageHead id="disks-title" title="Disks" view={view}>
+        VHDX and VHD files under the roots, found by content, with the chain each one reads through.
+      </PageHead>
       {view.data && view.data.folders.length === 0 && <Empty>No disks under the roots.</Empty>}
       {view.data?.folders.map((f) => (
         <FolderCard key={f.folder} folder={f} space={view.data!.spaces.find((s) => s.path === f.folder) ?? null} />

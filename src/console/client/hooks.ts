@@ -1,6 +1,6 @@
 // Small hooks: the job store, the hash route, a request that loads with the component.
 import { useEffect, useState } from 'preact/hooks';
-import { ApiError, jobStore, type JobView } from './api.js';
+import { api, ApiError, jobStore, type ErrorBody, type JobView } from './api.js';
 
 export function useJobs(): JobView[] {
   const [, setTick] = useState(0);
@@ -21,7 +21,7 @@ export interface Route {
 function readRoute(): Route {
   const hash = location.hash.replace(/^#\/?/, '');
   const [page, q] = hash.split('?');
-  return { page: page || 'disks', params: new URLSearchParams(q ?? '') };
+  return { page: page || 'vms', params: new URLSearchParams(q ?? '') };
 }
 
 export function useRoute(): Route {
@@ -63,4 +63,34 @@ export function useLoad<T>(key: string | null, load: (signal: AbortSignal) => Pr
     return () => controller.abort();
   }, [key, n]);
   return { ...state, reload: () => setN((x) => x + 1) };
+}
+
+export interface Post {
+  error: ErrorBody | null;
+  busy: boolean;
+  /** Posts `body`; a job in the answer goes into the job store. Resolves to the answer, or null after a refusal (then in `error`). */
+  post: <T>(path: string, body: object) => Promise<T | null>;
+  clear: () => void;
+}
+
+/** A request a form or button makes, with the refusal kept to show beside it. */
+export function usePost(): Post {
+  const [error, setError] = useState<ErrorBody | null>(null);
+  const [busy, setBusy] = useState(false);
+  const post = async <T>(path: string, body: object): Promise<T | null> => {
+    setBusy(true);
+    setError(null);
+    try {
+      const answer = await api.post<T>(path, body);
+      const job = (answer as { job?: JobView } | null)?.job;
+      if (job) jobStore.put(job);
+      return answer;
+    } catch (e) {
+      setError(e instanceof ApiError ? e.body : { code: 'INTERNAL', message: String(e) });
+      return null;
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { error, busy, post, clear: () => setError(null) };
 }

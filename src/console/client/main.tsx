@@ -2,12 +2,15 @@
 import { render } from 'preact';
 import { api } from './api.js';
 import { DisksPage } from './disks-page.js';
-import { useLoad, useRoute } from './hooks.js';
+import { useLoad, useRoute, type Route } from './hooks.js';
 import { JobsPanel } from './jobs-panel.js';
 import { RecoveryPage } from './recovery-page.js';
+import { VmPage } from './vm-page.js';
+import { VmsPage } from './vms-page.js';
 import './styles.css';
 
 const PAGES = [
+  { id: 'vms', label: 'VMs' },
   { id: 'disks', label: 'Disks' },
   { id: 'recovery', label: 'Recovery' },
 ];
@@ -18,13 +21,13 @@ function App() {
   return (
     <div class="shell">
       <header class="top">
-        <a class="brand" href="#/disks">
+        <a class="brand" href="#/vms">
           <span class="logo" aria-hidden="true" />
           diskchain <span class="brand-sub">console</span>
         </a>
         <nav aria-label="Pages">
           {PAGES.map((p) => (
-            <a key={p.id} href={`#/${p.id}`} aria-current={route.page === p.id ? 'page' : undefined}>
+            <a key={p.id} href={`#/${p.id}`} aria-current={route.page === p.id || (p.id === 'vms' && route.page === 'vm') ? 'page' : undefined}>
               {p.label}
             </a>
           ))}
@@ -34,11 +37,19 @@ function App() {
         </span>
       </header>
       <div class="body">
-        <main>{route.page === 'recovery' ? <RecoveryPage route={route} /> : <DisksPage />}</main>
+        <main>{page(route)}</main>
         <JobsPanel />
       </div>
     </div>
   );
+}
+
+function page(route: Route) {
+  if (route.page === 'recovery') return <RecoveryPage route={route} />;
+  if (route.page === 'disks') return <DisksPage />;
+  const path = route.params.get('path');
+  if (route.page === 'vm' && path) return <VmPage key={path} path={path} />;
+  return <VmsPage />;
 }
 
 render(<App />, document.getElementById('app')!);

@@ -74,3 +74,21 @@ function Legend({ kind, children }: { kind: string; children: ComponentChildren 
 export function Empty({ children }: { children: ComponentChildren }) {
   return <p class="empty">{children}</p>;
 }
+
+/** A page's title, what it shows, and its Refresh button; errors of the load right under it. */
+export function PageHead({ id, title, children, view }: { id: string; title: string; children: ComponentChildren; view: { reload: () => void; loading: boolean; error: { body: ErrorBody } | null } }) {
+  return (
+    <>
+      <header class="page-head">
+        <div>
+          <h1 id={id}>{title}</h1>
+          <p class="muted">{children}</p>
+        </div>
+        <button type="button" onClick={view.reload} disabled={view.loading}>
+          {view.loading ? 'Reading…' : 'Refresh'}
+        </button>
+      </header>
+      <ErrorNote error={view.error?.body} />
+    </>
+  );
+}

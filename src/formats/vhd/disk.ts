@@ -2,11 +2,12 @@ import { settleReads, writeParts, type ByteSource } from '../../io/byte-source.j
 import { DiskchainError } from '../../io/errors.js';
 import type { DiskType, Extent, ExtentState, LinkIdentity, ParentLinkUpdate, ParentReference, VirtualDisk } from '../types.js';
 import { appendExtent, checkRange } from '../extents.js';
-import { encodeBatRange, UNALLOCATED } from './bat.js';
+import { batByteLength, encodeBatRange, UNALLOCATED } from './bat.js';
 import { DEFAULT_BLOCK_SIZE, DYNAMIC_HEADER_SIZE, SECTOR } from './constants.js';
 import { vhdDetails } from './details.js';
 import { parseVhd, type VhdLayout } from './layout.js';
 import { planParentLink } from './parent-link.js';
+import { checkVhdResize, headerWithTable, resizedFooter } from './resize.js';
 import { allBitsSet, bitRuns, setBits } from './sector-bitmap.js';
 
 const BITMAP_CACHE_LIMIT = 8192;
@@ -172,6 +173,59 @@ export class VhdDisk implements VirtualDisk {
       await this.source.write(plan.header, this.layout.headerOffset);
       await this.source.flush();
       this.layout = await parseVhd(this.source);
+      this.nextFree = this.layout.footerOffset;
+    });
+  }
+
+  /** Resize-VHD, growing only (resize.ts has the order that makes a crash leave the old size or the new). */
+  async resize(size: number): Promise<void> {
+    if (this.closed) throw new DiskchainError('INVALID_ARGUMENT', 'the disk is closed', { file: this.path });
+    if (this.readOnly) throw new DiskchainError('READ_ONLY', 'the disk is open read-only', { file: this.path });
+    checkVhdResize(this.layout, size, this.path);
+    if (size === this.virtualSize) return;
+    await this.exclusive(async () => {
+      await this.commitPending();
+      const l = this.layout;
+      const footer = resizedFooter(l.footerBytes, size);
+      if (l.diskType === 'fixed') {
+        const oldEnd = await this.source.size();
+        await this.source.write(footer, size);
+        if (size + SECTOR < oldEnd) await this.source.truncate(size + SECTOR);
+        await this.source.flush();
+        const stale = Math.min(oldEnd, size) - l.virtualSize;
+        if (stale > 0) await this.source.write(new Uint8Array(stale), l.virtualSize);
+        await this.source.flush();
+      } else {
+        const count = Math.ceil(size / l.blockSize);
+        let footerAt = l.footerOffset;
+        if (count <= l.header!.maxTableEntries) {
+          const tail = new Uint8Array((count - l.blockCount) * 4);
+          await this.source.read(tail, l.tableOffset + l.blockCount * 4);
+          if (tail.some((b) => b !== 0xff)) {
+            await this.source.write(tail.fill(0xff), l.tableOffset + l.blockCount * 4);
+            await this.source.flush();
+          }
+        } else {
+          // A larger BAT where the end footer was, a footer after it; then the header names it.
+          const bat = new Uint8Array(batByteLength(count)).fill(0xff);
+          bat.set(encodeBatRange(l.bat, 0, l.blockCount), 0);
+          const at = this.nextFree;
+          footerAt = at + bat.length;
+          await this.source.write(l.footerBytes, footerAt);
+          await this.source.write(bat, at);
+          await this.source.flush();
+          const header = new Uint8Array(DYNAMIC_HEADER_SIZE);
+          await this.source.read(header, l.headerOffset);
+          await this.source.write(headerWithTable(header, at, count), l.headerOffset);
+          await this.source.flush();
+        }
+        await this.source.write(footer, 0);
+        await this.source.flush();
+        await this.source.write(footer, footerAt);
+        await this.source.flush();
+      }
+      this.layout = await parseVhd(this.source);
+      this.bitmaps.clear();
       this.nextFree = this.layout.footerOffset;
     });
   }

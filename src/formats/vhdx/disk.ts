@@ -26,6 +26,8 @@ import { vhdxDetails, vhdxParentReference } from './describe.js';
 import { planLocatorRewrite, rewriteLocator } from './parent-link.js';
 import { encodeParentLocator } from './parent-locator.js';
 import { runLength, setBits } from './sector-bitmap.js';
+import { checkVhdxResize, planSwitch, resizedBat, shrinkRefusal } from './resize.js';
+import { BAT_REGION_GUID } from './region-table.js';
 
 /** A piece of the virtual disk as this layer stores it; data pieces say where in the file. */
 export interface Segment extends Extent {
@@ -378,6 +380,80 @@ export class VhdxDisk implements VirtualDisk {
     this.layout.metadataEntries = plan.entries;
     this.layout.parentLocator = locator;
     this.parentReference = vhdxParentReference(locator, this.path);
+  }
+
+  /**
+   * Resize-VHD (resize.ts has the steps): grows, or shrinks when no allocated block lies beyond the
+   * new end. Crash-safe: the size (and a moved BAT's region entry) changes in one log entry (§2.3).
+   * DataWriteGuid changes (§2.2.2.1: the size is user-visible metadata).
+   */
+  async resize(size: number): Promise<void> {
+    this.assertUsable();
+    if (this.readOnly) throw new DiskchainError('READ_ONLY', 'disk is open read-only', { file: this.path });
+    checkVhdxResize(this.layout, size, this.path);
+    if (size === this.virtualSize) return;
+    const old = this.layout.batLayout;
+    const next = resizedBat(this.layout, size);
+    const bs = this.blockSize;
+    if (size < this.virtualSize) {
+      // Nothing allocated may lie beyond the new end, not even in the block that straddles it.
+      for (let b = old.payloadBlocks - 1; b >= Math.floor(size / bs); b--) {
+        const { state } = await this.payloadEntry(b);
+        if (state !== PAYLOAD_BLOCK_FULLY_PRESENT && state !== PAYLOAD_BLOCK_PARTIALLY_PRESENT) continue;
+        throw shrinkRefusal(this.path, size, this.virtualSize, (b + 1) * bs);
+      }
+    }
+    await this.flush();
+    try {
+      await this.beginModification(true);
+      // Entries between the two sizes read NOT_PRESENT (zeros, as before: no content changes); a moved
+      // BAT starts from the kept entries and zeros.
+      const keep = Math.min(old.totalEntries, next.totalEntries);
+      const moved = next.totalEntries * 8 > this.layout.bat.length;
+      for (let i = keep; i < (moved ? keep : Math.max(old.totalEntries, next.totalEntries)); i++) {
+        if ((await this.batEntryAt(i)).state !== PAYLOAD_BLOCK_NOT_PRESENT) await this.setBatEntry(i, { state: PAYLOAD_BLOCK_NOT_PRESENT, fileOffset: 0 });
+      }
+      // Growing past a last block cut by the old end: its bytes beyond that end must read zeros.
+      const cut = this.virtualSize % bs;
+      if (size > this.virtualSize && cut !== 0) {
+        const entry = await this.payloadEntry(old.payloadBlocks - 1);
+        if (entry.state === PAYLOAD_BLOCK_FULLY_PRESENT) {
+          const tail = Math.min(bs, size - (old.payloadBlocks - 1) * bs) - cut;
+          const blockEnd = entry.fileOffset + cut + tail;
+          if (blockEnd > this.fileEnd) {
+            // The file may end where the old disk did: extend it, and allocate after the block.
+            const end = alignUp(blockEnd, MIB);
+            await this.source.truncate(end);
+            this.allocationCursor = this.fileEnd = end;
+          }
+          await this.source.write(new Uint8Array(tail), entry.fileOffset + cut);
+        }
+      }
+      await this.commitMetadata();
+      let movedBat: { fileOffset: number; length: number } | undefined;
+      if (moved) {
+        const length = next.regionLength();
+        const fileOffset = await this.allocate(length);
+        const bat = this.layout.bat;
+        for (let first = 0; first < keep * 8; first += PAGE_SIZE) {
+          const page = new Uint8Array(await this.cache.get(bat.fileOffset + first, bat.fileOffset + bat.length));
+          if (first + PAGE_SIZE > keep * 8) page.fill(0, keep * 8 - first);
+          await this.source.write(page, fileOffset + first);
+        }
+        await this.source.flush();
+        movedBat = { fileOffset, length };
+      }
+      await this.commitThroughLog(await planSwitch(this.source, this.layout, size, this.headers.header.logLength, movedBat));
+      if (movedBat) {
+        this.layout.regions = this.layout.regions.map((r) => (r.guid === BAT_REGION_GUID ? { ...r, ...movedBat } : r));
+        this.layout.bat = { ...this.layout.bat, ...movedBat };
+      }
+      this.layout.virtualSize = size;
+      this.layout.batLayout = next;
+    } catch (e) {
+      this.failure ??= e;
+      throw e;
+    }
   }
 
   /** Writes every dirty BAT and sector bitmap page through the log (§2.3). */
