@@ -61,7 +61,7 @@ export async function writeNewVhd(source: ByteSource, options: CreateOptions): P
     creatorHostOs: CREATOR_HOST_WINDOWS,
     originalSize: BigInt(size),
     currentSize: BigInt(size),
-    geometry: geometryToWrite(size),
+    geometry: geometryToWrite(size, CREATOR_APPLICATION),
     diskType: diskType === 'fixed' ? DISK_TYPE_FIXED : diskType === 'dynamic' ? DISK_TYPE_DYNAMIC : DISK_TYPE_DIFFERENCING,
     uniqueId: randomUniqueId(),
     savedState: 0,
