@@ -26,6 +26,7 @@ import type { ResizeResult } from '../ops/resize.js';
 import { deleteVm, openVmFolder, type OpenVmFolderOptions } from '../checkpoint/vms.js';
 
 export { createVm, type CreateVmOptions, type CreatedVm } from '../checkpoint/vm-create.js';
+export { importVm, type ImportVmOptions, type ImportedVm } from '../checkpoint/import.js';
 export { listVms, type VmListEntry } from '../checkpoint/vms.js';
 export type { OperationForecast, OperationRequest };
 export type { ApplyOptions, ApplyResult, CheckOptions, VmCheckReport, CheckpointInfo, CheckpointOptions, DescribeOptions, VmDescription, ExportOptions, ExportResult, GroupCheckpointOptions, GroupCheckpointResult, GroupRemoveResult, Manifest, RecoveryReport, RemoveOptions, RemoveResult };

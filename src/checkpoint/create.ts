@@ -61,7 +61,7 @@ export function checkpointInfo(m: Manifest, c: Checkpoint): CheckpointInfo {
 }
 
 /** "2024-01-02 03:04:05" in local time. */
-function localDateTime(d: Date): string {
+export function localDateTime(d: Date): string {
   const p = (n: number): string => String(n).padStart(2, '0');
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }

@@ -26,7 +26,7 @@ import { childFileBytes } from './create.js';
 import { DISKS_DIR, JOURNAL_DIR, MANIFEST_FILE, RUN_DIR, SNAPSHOTS_DIR, VmFolder } from './folder.js';
 import { MANIFEST_KIND, MANIFEST_VERSION, parseWith, VmConfigSchema, type DiskNode, type DiskSlot, type Manifest, type VmConfig } from './manifest.js';
 import { recoverVm } from './recover.js';
-import { listRecords, readRecord, runPlan, type Action } from './transaction.js';
+import { listRecords, readRecord, runPlan, type Action, type Plan } from './transaction.js';
 import { VM_LOCK_FILE } from './vm-lock.js';
 
 export interface CreateVmOptions extends LongOperationOptions {
@@ -62,15 +62,21 @@ interface Adopted {
   layers: number;
 }
 
-const GIB = 1024 ** 3;
-
-function uniqueName(wanted: string, taken: Set<string>): string {
+/** `wanted`, or `<stem>-2.<ext>`, `-3`, ... when taken (case-insensitive, as Windows sees names). */
+export function uniqueName(wanted: string, taken: Set<string>): string {
   const ext = extname(wanted);
   const stem = wanted.slice(0, wanted.length - ext.length);
   let name = wanted;
   for (let i = 2; taken.has(name.toLowerCase()); i++) name = `${stem}-${i}${ext}`;
   taken.add(name.toLowerCase());
   return name;
+}
+
+/** How one layer comes into the folder: moved (same file system, --move) or copied (its source deleted after the commit when moving across file systems). */
+export async function arrival(mode: 'copy' | 'move', real: string, file: string, folderDev: number): Promise<{ action: Action; bytes: number; removeOutside: string[] }> {
+  const s = await stat(real);
+  if (mode === 'move' && s.dev === folderDev) return { action: { kind: 'move', from: real, file }, bytes: 0, removeOutside: [] };
+  return { action: { kind: 'copy', from: real, file }, bytes: s.size, removeOutside: mode === 'move' ? [real] : [] };
 }
 
 /** Opens the chain of `path` and plans its layers' arrival (base first). */
@@ -99,14 +105,10 @@ async function planAdoption(path: string, index: number, mode: 'copy' | 'move', 
     let bytes = 0;
     for (const [i, layer] of layers.entries()) {
       const file = `${DISKS_DIR}/${uniqueName(basename(layer.path), files)}`;
-      const s = await stat(reals[i]!);
-      const sameFs = s.dev === folderDev;
-      if (mode === 'move' && sameFs) actions.push({ kind: 'move', from: reals[i]!, file });
-      else {
-        actions.push({ kind: 'copy', from: reals[i]!, file });
-        bytes += s.size;
-        if (mode === 'move') removeOutside.push(reals[i]!);
-      }
+      const a = await arrival(mode, reals[i]!, file, folderDev);
+      actions.push(a.action);
+      bytes += a.bytes;
+      removeOutside.push(...a.removeOutside);
       nodes.push({ id: randomGuid(), disk: slot.id, file, parent: i === 0 ? null : nodes[i - 1]!.id });
     }
     for (let i = 1; i < layers.length; i++) {
@@ -132,23 +134,56 @@ async function rollBackInterruptedCreate(folder: string, command: string): Promi
   }
 }
 
+/**
+ * A new or empty folder for a VM (an interrupted create in it rolled back first); returns whether it
+ * existed. EXISTS when it is a VM folder already, or holds anything else.
+ */
+export async function prepareNewVmFolder(folder: string, command: string): Promise<boolean> {
+  const existing = await lstat(folder).catch(() => undefined);
+  if (!existing) return false;
+  if (!existing.isDirectory()) throw new DiskchainError('EXISTS', `${folder} exists and is not a folder`, { file: folder });
+  if (await lstat(join(folder, MANIFEST_FILE)).catch(() => undefined)) throw new DiskchainError('EXISTS', `${folder} is already a VM folder`, { file: folder });
+  await rollBackInterruptedCreate(folder, command);
+  // What an interrupted create leaves once rolled back: the layout's empty folders.
+  const left: string[] = [];
+  for (const n of await readdir(folder)) {
+    if (n.startsWith('vm.lock')) continue;
+    if ([JOURNAL_DIR, DISKS_DIR, SNAPSHOTS_DIR, RUN_DIR].includes(n) && (await readdir(join(folder, n)).catch(() => ['?'])).length === 0) continue;
+    left.push(n);
+  }
+  if (left.length > 0) throw new DiskchainError('EXISTS', `${folder} is not empty (${left.slice(0, 5).join(', ')}); a VM is made in a new or empty folder`, { file: folder });
+  return true;
+}
+
+/** The vm-create transaction: lock, layout, record, actions, vm.json; a failure leaves the folder as it was. */
+export async function commitNewVm(folder: string, existed: boolean, plan: Omit<Plan, 'operation'>, options: { command: string; signal?: AbortSignal }): Promise<VmFolder> {
+  const vm = await VmFolder.forNew(folder, plan.manifest, options.command);
+  try {
+    await vm.ensureLayout();
+    await runPlan(vm, { operation: 'vm-create', ...plan }, { command: options.command, ...(options.signal ? { signal: options.signal } : {}) });
+  } catch (e) {
+    await vm.close();
+    if (!existed) {
+      await rm(join(folder, VM_LOCK_FILE), { force: true });
+      await removeEmptyTree(folder);
+    }
+    throw e;
+  }
+  await vm.close();
+  return vm;
+}
+
+export const DEFAULT_MEMORY_BYTES = 1024 ** 3;
+
+/** A new VM's first manifest (generation 1, a fresh id). */
+export function firstManifest(f: Pick<Manifest, 'name' | 'config' | 'disks' | 'nodes' | 'checkpoints' | 'now'>): Manifest {
+  return { kind: MANIFEST_KIND, version: MANIFEST_VERSION, id: randomGuid(), name: f.name, created: new Date().toISOString(), generation: 1, transaction: null, config: f.config, disks: f.disks, nodes: f.nodes, checkpoints: f.checkpoints, now: f.now };
+}
+
 export async function createVm(target: string, options: CreateVmOptions = {}): Promise<CreatedVm> {
   const command = options.command ?? 'vm create';
   const folder = resolve(target);
-  const existing = await lstat(folder).catch(() => undefined);
-  if (existing) {
-    if (!existing.isDirectory()) throw new DiskchainError('EXISTS', `${folder} exists and is not a folder`, { file: folder });
-    if (await lstat(join(folder, MANIFEST_FILE)).catch(() => undefined)) throw new DiskchainError('EXISTS', `${folder} is already a VM folder`, { file: folder });
-    await rollBackInterruptedCreate(folder, command);
-    // What an interrupted create leaves once rolled back: the layout's empty folders.
-    const left: string[] = [];
-    for (const n of await readdir(folder)) {
-      if (n.startsWith('vm.lock')) continue;
-      if ([JOURNAL_DIR, DISKS_DIR, SNAPSHOTS_DIR, RUN_DIR].includes(n) && (await readdir(join(folder, n)).catch(() => ['?'])).length === 0) continue;
-      left.push(n);
-    }
-    if (left.length > 0) throw new DiskchainError('EXISTS', `${folder} is not empty (${left.slice(0, 5).join(', ')}); a VM is made in a new or empty folder`, { file: folder });
-  }
+  const existed = await prepareNewVmFolder(folder, command);
   const disks = options.disks ?? [];
   const newDisks = options.newDisks ?? [];
   if (disks.length > 0 && !options.adopt) throw new DiskchainError('INVALID_ARGUMENT', 'say how the disks come into the VM folder: --copy (the originals stay as they are) or --move');
@@ -171,39 +206,22 @@ export async function createVm(target: string, options: CreateVmOptions = {}): P
     return { slot, node, action: { kind: 'disk' as const, file, format, size: d.size }, bytes: childFileBytes(format, d.size) };
   });
   const leaves = [...adopted.map((a) => a.nodes[a.nodes.length - 1]!), ...created.map((c) => c.node)];
-  const config: VmConfig = parseWith(VmConfigSchema, { memoryBytes: options.memoryBytes ?? GIB, cpus: options.cpus ?? 1, checkpointType: options.checkpointType ?? 'production', ...options.settings }, 'the VM settings');
-  const manifest: Manifest = {
-    kind: MANIFEST_KIND,
-    version: MANIFEST_VERSION,
-    id: randomGuid(),
+  const config: VmConfig = parseWith(VmConfigSchema, { memoryBytes: options.memoryBytes ?? DEFAULT_MEMORY_BYTES, cpus: options.cpus ?? 1, checkpointType: options.checkpointType ?? 'production', ...options.settings }, 'the VM settings');
+  const manifest = firstManifest({
     name,
-    created: new Date().toISOString(),
-    generation: 1,
-    transaction: null,
     config,
     disks: [...adopted.map((a) => a.slot), ...created.map((c) => c.slot)],
     nodes: [...adopted.flatMap((a) => a.nodes), ...created.map((c) => c.node)],
     checkpoints: [],
     now: { parent: null, disks: Object.fromEntries(leaves.map((n) => [n.disk, n.id])) },
-  };
+  });
   await ensureSpace(join(folder, 'x'), adopted.reduce((s, a) => s + a.bytes, 0) + created.reduce((s, c) => s + c.bytes, 0), `creating the VM ${name}`);
-  const vm = await VmFolder.forNew(folder, manifest, command);
-  try {
-    await vm.ensureLayout();
-    await runPlan(
-      vm,
-      { operation: 'vm-create', manifest, actions: [...adopted.flatMap((a) => a.actions), ...created.map((c) => c.action)], removes: [], removeOutside: adopted.flatMap((a) => a.removeOutside) },
-      { command, ...(options.signal ? { signal: options.signal } : {}) },
-    );
-  } catch (e) {
-    await vm.close();
-    if (!existing) {
-      await rm(join(folder, VM_LOCK_FILE), { force: true });
-      await removeEmptyTree(folder);
-    }
-    throw e;
-  }
-  await vm.close();
+  const vm = await commitNewVm(
+    folder,
+    existed,
+    { manifest, actions: [...adopted.flatMap((a) => a.actions), ...created.map((c) => c.action)], removes: [], removeOutside: adopted.flatMap((a) => a.removeOutside) },
+    { command, ...(options.signal ? { signal: options.signal } : {}) },
+  );
   return {
     folder,
     id: manifest.id,

@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { createVm, listVms, openVm, withVm, type VmDescription } from '../api/vm.js';
+import { createVm, importVm, listVms, openVm, withVm, type VmDescription } from '../api/vm.js';
 import { DiskchainError } from '../io/errors.js';
 import { EXIT, interruptSignal, printJson, say, type Run } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
@@ -81,6 +81,34 @@ export function registerVmCommands(program: Command, run: Run): void {
     );
 
   registerVmRunCommands(vm, run);
+
+  vm.command('import')
+    .description("make a VM from the disks a lost Hyper-V run left in a folder: the trees scan finds become its disks, the newest leaf Now's file, every other layer a checkpoint named by its file time (branches kept). Several disks must have trees of one shape")
+    .argument('<folder-of-disks>')
+    .argument('<new-vm>', 'a new or empty folder')
+    .option('--name <name>', 'the VM name (default: the folder name)')
+    .option('--copy', 'copy the files into the VM folder (the originals stay as they are)')
+    .option('--move', 'move the files into the VM folder')
+    .option('--memory <size>', 'memory', '1G')
+    .option('--cpus <n>', 'virtual processors', '1')
+    .option('--json', 'print JSON')
+    .action((source: string, folder: string, opts: { name?: string; copy?: boolean; move?: boolean; memory: string; cpus: string; json?: boolean }) =>
+      run(async () => {
+        if (opts.copy === opts.move) throw new DiskchainError('INVALID_ARGUMENT', 'say how the files come into the VM folder: --copy (the originals stay as they are) or --move');
+        const cpus = Number(opts.cpus);
+        if (!Number.isInteger(cpus) || cpus < 1) throw new DiskchainError('INVALID_ARGUMENT', `--cpus "${opts.cpus}" is not a positive whole number`);
+        const r = await importVm(source, folder, { adopt: opts.copy ? 'copy' : 'move', ...(opts.name ? { name: opts.name } : {}), memoryBytes: parseSize(opts.memory, '--memory'), cpus, signal: interruptSignal() });
+        if (opts.json) printJson(r);
+        else {
+          const lines = [`imported "${r.name}" into ${r.folder}: ${r.disks.length} disk(s), ${r.checkpoints.length} checkpoint(s)`];
+          for (const c of r.checkpoints) lines.push(`  checkpoint "${c.name}" (${c.id})`);
+          lines.push(`  Now writes ${r.now.files.join(', ')}`);
+          for (const l of r.leftOut) lines.push(`  left out ${l.path}: ${l.reason}`);
+          process.stdout.write(lines.join('\n') + '\n');
+        }
+        return EXIT.ok;
+      }, opts.json ?? false),
+    );
 
   vm.command('list')
     .description('VM folders at the roots and up to two levels below (read-only)')

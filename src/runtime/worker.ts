@@ -113,6 +113,8 @@ export class VmWorker implements WorkerInternals {
   private busy: string | null = null;
   private critical: VmStatus['critical'] = null;
   private readonly warnings: string[] = [];
+  private reserveWarning: string | null = null;
+  private readonly reserveTimer = setInterval(() => void this.checkReserve(), 5000).unref();
   private queue: Promise<unknown> = Promise.resolve();
   private control: ControlServer | undefined;
   private recordWrites: Promise<void> = Promise.resolve();
@@ -212,7 +214,7 @@ export class VmWorker implements WorkerInternals {
       machine: this.machineName,
       busy: this.busy,
       critical: this.critical,
-      warnings: [...this.warnings],
+      warnings: [...this.warnings, ...(this.reserveWarning ? [this.reserveWarning] : [])],
       saved: null,
       stale: null,
     };
@@ -370,6 +372,7 @@ export class VmWorker implements WorkerInternals {
   /** Ends the run (idempotent): disks flushed and closed, sockets removed, the record written, the lock released. */
   end(state: 'Off' | 'Saved', reason: string | null): Promise<void> {
     this.ending ??= (async () => {
+      clearInterval(this.reserveTimer);
       const qemu = this.qemuProcess;
       if (qemu && !qemu.exit) {
         this.expectExit(qemu);
@@ -478,11 +481,16 @@ export class VmWorker implements WorkerInternals {
     await this.end('Off', reason);
   }
 
-  /** Warns when the folder's file system has less free space than the reserve (Hyper-V warns too). */
+  /**
+   * The free-space reserve (config.freeSpaceReserveBytes): a warning in the status while the VM
+   * folder's file system has less free, checked at start and every 5 s.
+   */
   async checkReserve(): Promise<void> {
     const reserve = this.vm.manifest.config.freeSpaceReserveBytes ?? DEFAULT_RESERVE;
-    const free = await freeBytes(this.vm.path('vm.json'));
-    if (free < reserve) this.warn(`the VM folder's file system has ${free} bytes free, less than the reserve of ${reserve}: the guest pauses (Paused-Critical) when it is full`);
+    const free = await freeBytes(this.vm.path('vm.json')).catch(() => Number.POSITIVE_INFINITY);
+    const was = this.reserveWarning;
+    this.reserveWarning = free < reserve ? `the VM folder's file system has ${free} bytes free, less than the reserve of ${reserve} bytes: the guest pauses (Paused-Critical) when it is full` : null;
+    if (this.reserveWarning && !was) this.options.log?.(`warning: ${this.reserveWarning}`);
   }
 
   private writeRecord(): void {
