@@ -276,6 +276,12 @@ test('small ones: read past the end, check on a non-disk, --search-path typo, ma
   }
 });
 
+test('usage errors are one line too, exit 2', () => {
+  for (const args of [['frobnicate'], ['read'], ['info', 'A/base.vhdx', '--frob'], ['info', 'A/base.vhdx', '-f', 'qcow2'], ['vm', 'nope']]) {
+    oneLineError(dc(args), 2, /^diskchain: .*--help lists/);
+  }
+});
+
 test('help documents every exit code, scan\'s and --search-path\'s behaviour', () => {
   const help = dc(['--help']).stdout;
   for (const code of [0, 1, 2, 3, 4, 5, 6, 7, 70, 130, 141]) assert.match(help, new RegExp(`^  ${code}\\s`, 'm'), `exit code ${code} in --help`);
