@@ -124,7 +124,7 @@ export async function checkpointVm(folder: string, options: { name?: string; typ
     return { ...r, running: true };
   }
   const checkpoint = await withVm(folder, { command: 'checkpoint create' }, (vm) => vm.checkpoint({ ...options }));
-  return { checkpoint, pauseMs: 0, frozen: null, frozenMs: null, stateBytes: null, fallback: null, running: false };
+  return { checkpoint, pauseMs: 0, frozen: null, frozenMs: null, stateBytes: null, fallback: null, phases: {}, running: false };
 }
 
 export type ApplyVmResult = ApplyResult & { checkpointFirstPauseMs: number | null; state: 'Running' | 'Saved' | 'Off' };
