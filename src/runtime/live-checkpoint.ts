@@ -43,6 +43,7 @@ import type { CheckpointType } from '../checkpoint/manifest.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { readSavedState, savedStateFromCheckpoint } from '../checkpoint/saved-state.js';
 import { Transaction, type Action } from '../checkpoint/transaction.js';
+import { testPoint } from '../checkpoint/test-points.js';
 import { createChild } from '../chain/create-child.js';
 import { sameIdentity } from '../chain/identity.js';
 import type { LinkIdentity } from '../formats/types.js';
@@ -149,6 +150,7 @@ export async function liveCheckpoint(w: WorkerInternals, options: { name?: strin
       lap('stop');
       await w.disks.flush();
       lap('flush');
+      testPoint('live-checkpoint:paused');
       await remakeStaleChildren(w, plan.actions, identities);
       lap('children');
       if (checkpoint.state) stateBytes = (await saveState(w.qemu.qmp, vm.path(checkpoint.state))).bytes;
