@@ -69,7 +69,8 @@ test('the VMs list and a VM: tree with Now under its parent, chains, sizes, spac
   const { vms, spaces } = ok(await api.get('/api/vms'));
   assert.equal(vms.length, 1);
   assert.equal(vms[0].name, 'web01');
-  assert.equal(vms[0].state, 'off');
+  assert.equal(vms[0].state, 'Off');
+  assert.equal(vms[0].runtime.state, 'Off');
   assert.equal(vms[0].checkpoints, 5);
   assert.equal(vms[0].disks, 1);
   assert.ok(spaces[vms[0].space].available > 0);
@@ -111,7 +112,8 @@ test('forecasts: remove subtree lists what goes and merges; the removal then doe
 test('create, apply with checkpoint-first, rename, export, group checkpoint: each checked on disk', async (t) => {
   const created = await runJob('/api/vm/checkpoint', { path: folder, name: 'Before apply' });
   assert.equal(created.job.state, 'done');
-  model.create(created.job.result.id, 'Before apply');
+  assert.equal(created.job.result.running, false, 'an off VM: the engine checkpoints its disks');
+  model.create(created.job.result.checkpoint.id, 'Before apply');
   await check('after create');
 
   const applied = await runJob('/api/vm/apply', { path: folder, checkpoint: ids['Web server'], checkpointFirst: true, name: 'Saved Now' });
