@@ -174,7 +174,13 @@ test('read -o writes a partial file, renamed when complete; a failed read leaves
   assert.ok(readFileSync(p('out.bin')).equals(full));
   assert.equal(existsSync(p('out.bin.diskchain-partial')), false);
   writeFileSync(p('out.bin'), 'the old content');
+  assert.deepEqual(JSON.parse(dc(['info', 'cut.vhdx', '--json']).stdout).problems, []);
   truncateSync(p('cut.vhdx'), statSync(p('cut.vhdx')).size - 3 * 1024 * 1024);
+  // info says so (it printed nothing wrong before).
+  const info = dc(['info', 'cut.vhdx']);
+  assert.equal(info.status, 0);
+  assert.match(info.stdout, /^PROBLEMS\s+3: BLOCK_PAST_EOF: .*diskchain check lists them all/m);
+  assert.equal(JSON.parse(dc(['info', 'cut.vhdx', '--json']).stdout).problems.length, 3);
   const broken = dc(['read', 'cut.vhdx', '-o', 'out.bin']);
   assert.equal(broken.status, 3, broken.stderr);
   assert.equal(readFileSync(p('out.bin'), 'utf8'), 'the old content');
