@@ -15,7 +15,8 @@
  * Then the NBD cases (bench/nbd.ts): diskchain serve against qemu-nbd on the same dynamic VHDX, with
  * qemu-img convert and fio's random 4 KiB reads as the clients.
  * BENCH_DIRS (comma-separated) replaces the two places; BENCH_RUNS and BENCH_SIZE_MIB set the size;
- * BENCH_ONLY (convert, merge or nbd, comma-separated) runs some groups only.
+ * Then the running-VM cases (bench/vm.ts): the guest's pause for production and standard checkpoints, apply time.
+ * BENCH_ONLY (convert, merge, nbd or vm, comma-separated) runs some groups only.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
@@ -23,6 +24,7 @@ import { closeSync, existsSync, mkdirSync, openSync, rmSync, statfsSync, writeSy
 import { join } from 'node:path';
 import { runMergeCases, type Measure } from './merge.js';
 import { runNbdCases } from './nbd.js';
+import { runVmCases } from './vm.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 7);
 const SIZE_MIB = Number(process.env.BENCH_SIZE_MIB ?? 1024);
@@ -155,6 +157,7 @@ async function runIn(dir: string): Promise<void> {
   if (wanted('convert')) for (const c of cases) runCase(c);
   if (wanted('merge')) runMergeCases({ dir, cli: CLI, runs: RUNS, sizeMiB: SIZE_MIB, source: raw, keep: process.env.BENCH_KEEP === '1', measure, median });
   if (wanted('nbd')) await runNbdCases({ dir, cli: CLI, runs: RUNS, sizeMiB: SIZE_MIB, vhdx, measure, median });
+  if (wanted('vm')) await runVmCases({ dir, runs: RUNS, median });
   if (process.env.BENCH_KEEP !== '1') rmSync(dir, { recursive: true, force: true });
 }
 

@@ -174,7 +174,13 @@ test('read -o writes a partial file, renamed when complete; a failed read leaves
   assert.ok(readFileSync(p('out.bin')).equals(full));
   assert.equal(existsSync(p('out.bin.diskchain-partial')), false);
   writeFileSync(p('out.bin'), 'the old content');
+  assert.deepEqual(JSON.parse(dc(['info', 'cut.vhdx', '--json']).stdout).problems, []);
   truncateSync(p('cut.vhdx'), statSync(p('cut.vhdx')).size - 3 * 1024 * 1024);
+  // info says so (it printed nothing wrong before).
+  const info = dc(['info', 'cut.vhdx']);
+  assert.equal(info.status, 0);
+  assert.match(info.stdout, /^PROBLEMS\s+3: BLOCK_PAST_EOF: .*diskchain check lists them all/m);
+  assert.equal(JSON.parse(dc(['info', 'cut.vhdx', '--json']).stdout).problems.length, 3);
   const broken = dc(['read', 'cut.vhdx', '-o', 'out.bin']);
   assert.equal(broken.status, 3, broken.stderr);
   assert.equal(readFileSync(p('out.bin'), 'utf8'), 'the old content');
@@ -276,6 +282,12 @@ test('small ones: read past the end, check on a non-disk, --search-path typo, ma
   }
 });
 
+test('usage errors are one line too, exit 2', () => {
+  for (const args of [['frobnicate'], ['read'], ['info', 'A/base.vhdx', '--frob'], ['info', 'A/base.vhdx', '-f', 'qcow2'], ['vm', 'nope']]) {
+    oneLineError(dc(args), 2, /^diskchain: .*--help lists/);
+  }
+});
+
 test('help documents every exit code, scan\'s and --search-path\'s behaviour', () => {
   const help = dc(['--help']).stdout;
   for (const code of [0, 1, 2, 3, 4, 5, 6, 7, 70, 130, 141]) assert.match(help, new RegExp(`^  ${code}\\s`, 'm'), `exit code ${code} in --help`);
@@ -314,4 +326,29 @@ test('on a terminal, read -o and convert show progress on stderr; -q and a pipe 
   assert.equal(onTty(['-q', 'read', 'A/base.vhdx', '-o', 'tty2.bin']), '');
   const piped = dc(['read', 'A/base.vhdx', '-o', 'tty3.bin']);
   assert.equal(piped.stdout + piped.stderr, '');
+});
+
+test('links diskchain writes across folders later (reparent, a merge\'s hand-over) are followed without --search-path', () => {
+  for (const f of ['E', 'F', 'G']) mkdirSync(p(f));
+  assert.equal(dc(['create', 'E/base.vhdx', '--size', '4M', '--block-size', '1M']).status, 0);
+  assert.equal(dc(['write', 'E/base.vhdx', '--offset', '0'], { input: Buffer.alloc(4096, 3) }).status, 0);
+  assert.equal(dc(['create', 'F/mid.avhdx', '--parent', 'E/base.vhdx']).status, 0);
+  assert.equal(dc(['write', 'F/mid.avhdx', '--offset', '4096'], { input: Buffer.alloc(4096, 4) }).status, 0);
+  assert.equal(dc(['create', 'F/top.avhdx', '--parent', 'F/mid.avhdx']).status, 0);
+  const before = dc(['read', 'F/top.avhdx']).raw;
+  // merge F/mid into E/base: the hand-over re-points F/top at E/base, in another folder.
+  const merged = dc(['merge', 'F/mid.avhdx']);
+  assert.equal(merged.status, 0, merged.stderr);
+  const after = dc(['read', 'F/top.avhdx']);
+  assert.equal(after.status, 0, after.stderr);
+  assert.ok(after.raw.equals(before));
+  // reparent onto a copy in a third folder (same identity).
+  writeFileSync(p('G', 'copy.vhdx'), readFileSync(p('E', 'base.vhdx')));
+  const moved = dc(['reparent', 'F/top.avhdx', 'G/copy.vhdx']);
+  assert.equal(moved.status, 0, moved.stderr);
+  const chain = JSON.parse(dc(['chain', 'F/top.avhdx', '--json']).stdout);
+  assert.equal(chain.layers[1].path, p('G', 'copy.vhdx'));
+  assert.ok(dc(['read', 'F/top.avhdx']).raw.equals(before));
+  // Another user, who made none of these links, is refused.
+  oneLineError(dc(['read', 'F/top.avhdx', '--length', '512'], { state: join(dir, 'third-state') }), 4, 'PATH_NOT_ALLOWED');
 });

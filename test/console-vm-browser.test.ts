@@ -119,7 +119,7 @@ test('the VM pages in chromium: the tree, every checkpoint action with its resul
   assert.deepEqual((await subtree.getByRole('list', { name: 'Checkpoints removed' }).getByRole('listitem').allTextContents()).sort(), ['"Database"', '"Tuning"', '"Updates"', '"Web server"']);
   assert.match((await subtree.textContent())!, /Now moves up under "Base install"/);
   assert.match((await page.getByRole('img', { name: /^Space:/ }).getAttribute('aria-label'))!, /removing "Updates" and its subtree needs/);
-  await shoot(page, 'remove-subtree');
+  await shoot(page, 'remove-subtree', { fullPage: false });
   await subtree.getByRole('button', { name: 'Cancel' }).click();
   assert.equal(await page.getByRole('dialog').count(), 0);
 
@@ -139,7 +139,7 @@ test('the VM pages in chromium: the tree, every checkpoint action with its resul
   assert.match((await apply.getByRole('note', { name: 'Now is discarded' }).textContent())!, /discarded.*since "From console".*cannot be undone/);
   await first.check();
   await apply.getByRole('textbox', { name: 'Name of the checkpoint of Now' }).fill('Saved by console');
-  await shoot(page, 'apply');
+  await shoot(page, 'apply', { fullPage: false });
   await apply.getByRole('button', { name: 'Apply', exact: true }).click();
   await tree.getByRole('treeitem', { name: 'Web server' }).getByRole('treeitem', { name: 'Now' }).waitFor();
   await tree.getByRole('treeitem', { name: 'From console' }).getByRole('treeitem', { name: 'Saved by console' }).waitFor();

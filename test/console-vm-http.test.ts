@@ -13,6 +13,8 @@ import { client, readEvents, request, type Reply } from './helpers/console-clien
 import { requireOracle } from './helpers/oracles.js';
 import { assertExportedDisk, assertMatches, readWhole, type VmModel } from './helpers/vm-model.js';
 import { buildBranchedVm } from './helpers/vm-tree.js';
+import { buildChain, chainHash } from './helpers/merge-chain.js';
+import { createHash } from 'node:crypto';
 
 let work: string;
 let root: string;
@@ -69,7 +71,8 @@ test('the VMs list and a VM: tree with Now under its parent, chains, sizes, spac
   const { vms, spaces } = ok(await api.get('/api/vms'));
   assert.equal(vms.length, 1);
   assert.equal(vms[0].name, 'web01');
-  assert.equal(vms[0].state, 'off');
+  assert.equal(vms[0].state, 'Off');
+  assert.equal(vms[0].runtime.state, 'Off');
   assert.equal(vms[0].checkpoints, 5);
   assert.equal(vms[0].disks, 1);
   assert.ok(spaces[vms[0].space].available > 0);
@@ -111,7 +114,8 @@ test('forecasts: remove subtree lists what goes and merges; the removal then doe
 test('create, apply with checkpoint-first, rename, export, group checkpoint: each checked on disk', async (t) => {
   const created = await runJob('/api/vm/checkpoint', { path: folder, name: 'Before apply' });
   assert.equal(created.job.state, 'done');
-  model.create(created.job.result.id, 'Before apply');
+  assert.equal(created.job.result.running, false, 'an off VM: the engine checkpoints its disks');
+  model.create(created.job.result.checkpoint.id, 'Before apply');
   await check('after create');
 
   const applied = await runJob('/api/vm/apply', { path: folder, checkpoint: ids['Web server'], checkpointFirst: true, name: 'Saved Now' });
@@ -180,4 +184,26 @@ test('refusals: no token, paths outside the roots, engine errors with their code
   const afterwards = ok(await api.get(`/api/vm?path=${encodeURIComponent(folder)}`)).vm;
   assert.deepEqual(afterwards.checkpoints, before.checkpoints, 'no refusal changed the tree');
   assert.ok(existsSync(folder));
+});
+
+test('recovery: a scanned folder imported as a VM (copied): its layers checkpoints, Now reads as the newest leaf', async () => {
+  const lost = join(root, 'lost-host');
+  const chain = await buildChain(lost, 'vhdx', 7);
+  const expected = await chainHash(chain[3]!);
+  const scan = await runJob('/api/recovery/scan', { path: lost });
+  assert.equal(scan.job.state, 'done');
+  const target = join(root, 'recovered');
+  assertError(await api.post('/api/recovery/import', { scan: scan.job.id, target: join(work, 'outside-vm'), adopt: 'copy' }), 403, 'PATH_NOT_ALLOWED');
+  const imported = await runJob('/api/recovery/import', { scan: scan.job.id, target, adopt: 'copy', name: 'recovered' });
+  assert.equal(imported.job.state, 'done', JSON.stringify(imported.job.error));
+  assert.equal(imported.job.result.checkpoints.length, 3, 'base, c1 and c2 become checkpoints');
+  for (const f of chain) assert.ok(existsSync(f), 'a copy leaves the folder as it was');
+  const vm = await openVm(target, { lock: 'read' });
+  try {
+    assert.equal(createHash('sha256').update(await readWhole(vm, 'disk0')).digest('hex'), expected, 'Now reads as the newest leaf did');
+  } finally {
+    await vm.close();
+  }
+  const { vms } = ok(await api.get('/api/vms'));
+  assert.ok(vms.some((v: any) => v.folder === target && v.checkpoints === 3));
 });

@@ -44,7 +44,8 @@ function copyWritable(from: string, to: string): void {
   chmodSync(to, 0o644);
 }
 
-const vpc = (path: string): string => `driver=vpc,force_size_calc=current_size,file.filename=${path}`;
+// No size option: the geometry resize writes makes qemu read Current Size (docs/formats/vhd.md).
+const vpc = (path: string): string => `driver=vpc,file.filename=${path}`;
 
 function qemuSize(path: string, format: 'vhdx' | 'vhd'): number {
   const info = JSON.parse(format === 'vhdx' ? qemuImg(['info', '--output=json', '-f', 'vhdx', path]) : qemuImg(['info', '--output=json', '--image-opts', vpc(path)])) as { 'virtual-size': number };

@@ -690,3 +690,110 @@ for (const [blockSize, logicalSectorSize] of [[32 * MIB, 512], [MIB, 4096]] as c
     assert.ok(checkWork.bytesRead <= st2.size, `check read ${checkWork.bytesRead} bytes of a ${st2.size}-byte file`);
   });
 }
+
+// --- hostile dirty logs against a writable open: bounded by the file's and the disk's real sizes (log-apply.ts) ---
+
+/** A dynamic VHDX of 64 MiB in 1 MiB blocks with data in its first block, as bytes. */
+async function smallDynamicImage(): Promise<Uint8Array> {
+  const src = new MemorySource(new Uint8Array(0), { name: 'small.vhdx' });
+  const disk = await vhdxDriver.create(src, { diskType: 'dynamic', virtualSize: 64 * MIB, blockSize: MIB, logicalSectorSize: 512 });
+  await disk.write(randomBytesFrom(31, 64 * 1024), 0);
+  await disk.close();
+  return src.snapshot();
+}
+
+/** Puts a dirty log of consecutive entries (the first is the tail) whose head claims `lastFileOffset`. */
+function dirtyLogOf(img: Uint8Array, lastFileOffset: number, entries: RawDescriptor[][]): void {
+  const logGuid = randomGuid();
+  let at = 0;
+  entries.forEach((descriptors, i) => {
+    const entry = buildLogEntry({ sequenceNumber: BigInt(40 + i), tail: 0, logGuid, flushedFileOffset: img.length, lastFileOffset, descriptors }, crc32c);
+    putLogEntry(img, entry, at);
+    at += entry.length;
+  });
+  updateHeader(img, { logGuid });
+}
+
+async function writableOpen(path: string): Promise<{ counts: ReturnType<typeof zeroCounts>; result: VirtualDisk | unknown }> {
+  const counts = zeroCounts();
+  const source = new CountingSource(await FileSource.open(path, { writable: true }), counts);
+  try {
+    return { counts, result: await vhdxDriver.open(source, { writable: true }) };
+  } catch (e) {
+    await source.close();
+    return { counts, result: e };
+  }
+}
+
+const HOSTILE_LOGS: Array<{ name: string; log: (img: Uint8Array) => void }> = [
+  {
+    // The case of the issue: before the bound, this wrote 2^47 - 4 MiB bytes of zeros.
+    name: 'a zero descriptor of almost 2^47 bytes past the end, LastFileOffset just under 2^47',
+    log: (img) => dirtyLogOf(img, 2 ** 47 - 4096, [[{ kind: 'zero', fileOffset: img.length, length: 2 ** 47 - 4096 - img.length }]]),
+  },
+  {
+    name: 'LastFileOffset 1 TiB with a harmless data descriptor (the file would grow to 1 TiB)',
+    log: (img) => {
+      const bat = batRegion(img).fileOffset;
+      dirtyLogOf(img, 2 ** 40, [[{ kind: 'data', fileOffset: bat, page: img.slice(bat, bat + 4096) }]]);
+    },
+  },
+  {
+    name: 'a data descriptor far beyond what a 64 MiB disk can reach (2^44)',
+    log: (img) => dirtyLogOf(img, img.length, [[{ kind: 'data', fileOffset: 2 ** 44, page: new Uint8Array(4096).fill(7) }]]),
+  },
+  {
+    name: 'a zero descriptor inside the file whose length runs past the bound',
+    log: (img) => dirtyLogOf(img, img.length, [[{ kind: 'zero', fileOffset: 2 * MIB, length: 2 ** 36 }]]),
+  },
+];
+
+for (const h of HOSTILE_LOGS) {
+  test(`hostile dirty log, writable open: ${h.name}: CORRUPT before any byte is written`, async () => {
+    const img = await smallDynamicImage();
+    h.log(img);
+    const path = join(dir, `hostile-log-${HOSTILE_LOGS.indexOf(h)}.vhdx`);
+    writeFileSync(path, img);
+    const before = fileSha256(path);
+    const { counts, result } = await writableOpen(path);
+    assertTypedError(result, path, ['CORRUPT'], 'writable open');
+    assert.equal(counts.bytesWritten, 0, `${counts.bytesWritten} bytes written`);
+    assert.equal(statSync(path).size, img.length);
+    assert.equal(fileSha256(path), before, 'the file changed');
+    const src = await FileSource.open(path);
+    const findings = await vhdxDriver.check(src);
+    await src.close();
+    assert.ok(findings.some((f) => f.severity === 'error' && f.code === 'CORRUPT'), describeFindings(findings));
+  });
+}
+
+test('a dirty log that grows the file by 32 MiB of zeros (within the bound) writes only what it must, and a later zero descriptor clears an earlier page', async () => {
+  const img = await smallDynamicImage();
+  const content = await contentOf(img, 'small');
+  const oldSize = img.length;
+  const grown = oldSize + 32 * MIB;
+  const page = oldSize + 8 * MIB;
+  const kept = oldSize + 16 * MIB;
+  dirtyLogOf(img, grown, [
+    [{ kind: 'zero', fileOffset: oldSize, length: 32 * MIB }, { kind: 'data', fileOffset: page, page: new Uint8Array(4096).fill(0x5a) }, { kind: 'data', fileOffset: kept, page: new Uint8Array(4096).fill(0x6b) }],
+    [{ kind: 'zero', fileOffset: page - 4096, length: 3 * 4096 }],
+  ]);
+  const path = join(dir, 'grow-log.vhdx');
+  writeFileSync(path, img);
+  const { counts, result } = await writableOpen(path);
+  if (isDiskchainError(result)) assert.fail(`open refused a log within the bound: ${result.message}`);
+  const disk = result as VirtualDisk;
+  assertBytesEqual(await readAll(disk), content, 'content after replay');
+  await disk.close();
+  // Headers (twice), two data pages, nothing of the 32 MiB of zeros past the old end.
+  assert.ok(counts.bytesWritten <= 1 * MIB, `replay wrote ${counts.bytesWritten} bytes`);
+  const after = readFileSync(path);
+  assert.equal(after.length, grown);
+  assert.ok(after.subarray(page, page + 4096).every((b) => b === 0), 'the later zero descriptor cleared the earlier data page');
+  assert.ok(after.subarray(kept, kept + 4096).every((b) => b === 0x6b), 'a data page no later descriptor touched is kept');
+  assert.ok(after.subarray(oldSize, page).every((b) => b === 0));
+  const src = await FileSource.open(path);
+  const findings = await vhdxDriver.check(src);
+  await src.close();
+  assert.deepEqual(findings.filter((f) => f.severity !== 'info'), [], describeFindings(findings));
+});

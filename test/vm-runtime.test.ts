@@ -1,7 +1,7 @@
 /**
  * The VM worker on real QEMU (TCG) with the test guest: start (detached), status, the VM lock held
  * while it runs, pause/resume, save and the resume from the saved state (the in-memory counter goes
- * on, no boot), ACPI stop, and a dead worker and a dead QEMU detected and reported. One VM, booted
+ * on, no boot), ACPI stop, automatic checkpoints (one at start, removed at the clean shutdown), and a dead worker and a dead QEMU detected and reported. One VM, booted
  * once; later starts resume its saved state or need no guest to be ready.
  */
 import assert from 'node:assert/strict';
@@ -14,7 +14,7 @@ import { pauseVm, resumeVm, saveVm, startVm, stopVm, vmStatus } from '../src/api
 import { isDiskchainError } from '../src/io/errors.js';
 import { processAlive } from '../src/runtime/run-record.js';
 import { pollUntil, requireGuest, tempFolder } from './helpers/guest.js';
-import { guestDiskOf, killVm, makeGuestVm, serialOf } from './helpers/vm-runtime.js';
+import { checkpointNames, guestDiskOf, killVm, makeGuestVm, serialOf } from './helpers/vm-runtime.js';
 
 const lastTick = async (folder: string): Promise<number> => (await serialOf(folder).ticks()).at(-1) ?? 0;
 
@@ -22,7 +22,7 @@ test('vm start/pause/resume/save/start/stop on QEMU, a dead worker and a dead QE
   const image = await requireGuest(t);
   if (!image) return;
   const { dir, remove } = await tempFolder('dc-rt-');
-  const folder = await makeGuestVm(dir, image);
+  const folder = await makeGuestVm(dir, image, 'vm', { automaticCheckpoints: true });
   try {
     assert.equal((await vmStatus(folder)).state, 'Off');
 
@@ -39,6 +39,9 @@ test('vm start/pause/resume/save/start/stop on QEMU, a dead worker and a dead QE
       await serialOf(folder).waitFor(/diskchain-guest: ready boots=1 .* agent=yes data=yes/, 90_000);
       await pollUntil(() => lastTick(folder), (n) => n >= 3, 30_000, 'ticks');
       await assert.rejects(startVm(folder), (e: unknown) => isDiskchainError(e) && e.code === 'VM_STATE');
+      const names = await checkpointNames(folder);
+      assert.equal(names.length, 1);
+      assert.match(names[0]!, /^Automatic Checkpoint - vm - /);
     });
 
     await t.test('the worker holds the VM: an offline operation is VM_BUSY', async () => {
@@ -80,6 +83,7 @@ test('vm start/pause/resume/save/start/stop on QEMU, a dead worker and a dead QE
       const ticks = await serialOf(folder).ticks();
       const log = await serialOf(folder).text();
       assert.doesNotMatch(log, /diskchain-guest: ready/, 'a restore does not boot');
+      assert.equal((await checkpointNames(folder)).length, 1, 'a resume takes no automatic checkpoint');
       assert.ok(ticks[0]! >= savedTick && ticks[0]! <= savedTick + 1, `the counter goes on from ${savedTick}: ${ticks.slice(0, 3).join(', ')}`);
     });
 
@@ -87,6 +91,7 @@ test('vm start/pause/resume/save/start/stop on QEMU, a dead worker and a dead QE
       const stopped = await stopVm(folder, { timeoutMs: 60_000 });
       assert.equal(stopped.state, 'Off');
       assert.equal(stopped.reason, null);
+      assert.deepEqual(await checkpointNames(folder), [], 'the automatic checkpoint is removed at a clean shutdown');
       const s = await vmStatus(folder);
       assert.equal(s.state, 'Off');
       assert.equal(s.stale, null);

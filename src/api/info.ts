@@ -5,7 +5,9 @@ import { identityMatchedBy } from '../chain/identity.js';
 import type { LocateAttempt } from '../chain/locate.js';
 import { resolveParent } from '../chain/resolve-parent.js';
 import { isDiskchainError } from '../io/errors.js';
-import type { FormatName, LinkIdentity, ParentLocatorEntry, VirtualDisk } from '../formats/types.js';
+import { driverFor } from '../formats/registry.js';
+import type { Finding, FormatName, LinkIdentity, ParentLocatorEntry, VirtualDisk } from '../formats/types.js';
+import { FileSource } from '../io/file-source.js';
 
 export interface ParentInfo {
   locators: ParentLocatorEntry[];
@@ -36,6 +38,8 @@ export interface DiskInfo {
   allocatedBytes: number;
   identity: LinkIdentity | null;
   parent: ParentInfo | null;
+  /** Errors and warnings the structural check finds (a truncated file, blocks past its end, a dirty log); `check` explains each. */
+  problems: Finding[];
   details: Record<string, unknown>;
 }
 
@@ -55,10 +59,20 @@ export async function inspect(path: string, options: ParentSearch & { format?: F
       allocatedBytes: await disk.allocatedBytes(),
       identity: disk.format === 'raw' ? null : disk.identity(),
       parent: await parentInfo(disk, options),
+      problems: await structuralProblems(path, disk.format),
       details: disk.details(),
     };
   } finally {
     await disk.close();
+  }
+}
+
+async function structuralProblems(path: string, format: FormatName): Promise<Finding[]> {
+  const source = await FileSource.open(path);
+  try {
+    return (await driverFor(format).check(source)).filter((f) => f.severity !== 'info');
+  } finally {
+    await source.close();
   }
 }
 

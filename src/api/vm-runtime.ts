@@ -30,6 +30,8 @@ export interface StartVmOptions {
   workerCommand?: string[];
   /** Until the guest runs (default 120 s); the worker is killed when it takes longer. */
   timeoutMs?: number;
+  /** The worker's environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
 }
 
 const DEFAULT_ENTRY = (): string => fileURLToPath(new URL('../runtime/worker-main.js', import.meta.url));
@@ -52,7 +54,7 @@ export async function startVm(folder: string, options: StartVmOptions = {}): Pro
   const log = await open(logPath, 'a');
   const logStart = (await log.stat()).size;
   const command = options.workerCommand ?? [DEFAULT_ENTRY()];
-  const child = spawn(process.execPath, [...command, real], { detached: true, stdio: ['ignore', log.fd, log.fd, 'ipc'] });
+  const child = spawn(process.execPath, [...command, real], { detached: true, stdio: ['ignore', log.fd, log.fd, 'ipc'], env: options.env ?? process.env });
   await log.close();
   const timeoutMs = options.timeoutMs ?? 120_000;
   const outcome = await new Promise<WorkerMessage | { type: 'exit'; code: number | null; signal: string | null } | { type: 'timeout' }>((resolve) => {
@@ -124,7 +126,7 @@ export async function checkpointVm(folder: string, options: { name?: string; typ
     return { ...r, running: true };
   }
   const checkpoint = await withVm(folder, { command: 'checkpoint create' }, (vm) => vm.checkpoint({ ...options }));
-  return { checkpoint, pauseMs: 0, frozen: null, frozenMs: null, stateBytes: null, fallback: null, running: false };
+  return { checkpoint, pauseMs: 0, frozen: null, frozenMs: null, stateBytes: null, fallback: null, phases: {}, running: false };
 }
 
 export type ApplyVmResult = ApplyResult & { checkpointFirstPauseMs: number | null; state: 'Running' | 'Saved' | 'Off' };

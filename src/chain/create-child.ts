@@ -13,7 +13,8 @@ export interface CreateChildOptions {
 
 /**
  * Creates a differencing disk (a checkpoint) over `parentPath`. The child records the parent's
- * identity and both a relative path (tried first, so the pair can move together) and an absolute one.
+ * identity and a relative path (tried first, so the pair can move together); the absolute path only
+ * where Windows could follow it (a POSIX path is left out: docs/formats/vhdx.md).
  */
 export async function createChild(childPath: string, parentPath: string, options: CreateChildOptions = {}): Promise<VirtualDisk> {
   const parent = await openDisk(parentPath);

@@ -138,7 +138,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
               for (const m of r.merged) lines.push(`  merged ${m.victim} ${m.direction === 'merge' ? 'into' : 'with'} ${m.survivor} (${formatBytes(m.bytesCopied)} copied)`);
               for (const f of r.deleted) lines.push(`  deleted ${f}`);
               for (const f of r.kept) lines.push(`  kept ${f} as an unnamed layer (several children depend on it)`);
-              process.stdout.write(lines.join('\n') + '\n');
+              say(lines.join('\n'));
             }
             return EXIT.ok;
           });

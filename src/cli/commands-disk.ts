@@ -145,6 +145,10 @@ function printInfo(info: DiskInfo): void {
     rows.push(['parent found', info.parent.found ?? notFound(info.parent)]);
     if (info.parent.found) rows.push(['parent identity', parentIdentityText(info.parent)]);
   }
+  if (info.problems.length > 0) {
+    const [first] = info.problems;
+    rows.push(['PROBLEMS', `${info.problems.length}: ${first!.code}: ${first!.message}${info.problems.length > 1 ? '; ...' : ''} (diskchain check lists them all)`]);
+  }
   const width = Math.max(...rows.map(([k]) => k.length));
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(width)}  ${v}\n`);
 }

@@ -40,7 +40,8 @@ program
   .option('-q, --quiet', 'print no progress and no confirmation lines (errors, --json and requested data still print)')
   .addHelpText('after', EXIT_CODES_HELP)
   .exitOverride()
-  .showHelpAfterError();
+  // A usage error is one line too, in the form of every other error (commander's "error: ..." reworded).
+  .configureOutput({ outputError: (text, write) => write(`diskchain: ${text.trim().replace(/^error: /, '').replace(/\n+/g, ' ')} (--help lists the commands and options)\n`) });
 
 program.hook('preAction', (_program, command) => {
   setQuiet(program.opts<{ quiet?: boolean }>().quiet ?? false);

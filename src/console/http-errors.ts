@@ -19,6 +19,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   AMBIGUOUS: 409,
   EXISTS: 409,
   VM_BUSY: 409,
+  VM_STATE: 409,
   LOCKED: 409,
   HAS_DEPENDENTS: 409,
   JOURNAL_MISMATCH: 409,

@@ -1,12 +1,13 @@
 // The recovery page's routes: scan a folder (a job), then run its plan one step at a time, each step a
-// job. The steps are the scan's own (kept here, never taken from the request), run in order, through
+// job, or import the folder as a VM (importVm, `vm import`: its trees become the VM's disks and checkpoints). The steps are the scan's own (kept here, never taken from the request), run in order, through
 // the same library calls as the commands `scan` prints (merge, reparent, convert).
 import type { FastifyInstance } from 'fastify';
-import { DiskchainError, scanFolders, type ScanReport } from '../api/index.js';
+import { DiskchainError, importVm, scanFolders, type ScanReport } from '../api/index.js';
 import type { ConsoleContext } from './server.js';
 import { planStepCall } from './recovery-steps.js';
 
 interface ScanState {
+  folder: string;
   report: ScanReport;
   /** Per plan (tree): the index of the next step to run. */
   next: number[];
@@ -36,7 +37,7 @@ export function registerRecoveryRoutes(app: FastifyInstance, { roots, jobs }: Co
         about: { folder },
         run: async ({ id, signal, onProgress }) => {
           const report = await scanFolders([folder], { signal, onProgress });
-          scans.set(id, { report, next: report.plan.map(() => 0), running: report.plan.map(() => null) });
+          scans.set(id, { folder, report, next: report.plan.map(() => 0), running: report.plan.map(() => null) });
           for (const old of [...scans.keys()].slice(0, Math.max(0, scans.size - KEEP_SCANS))) scans.delete(old);
           // The report itself is fetched from /api/recovery/<job id>: job events stay small.
           return { scan: id, summary: report.summary };
@@ -98,6 +99,41 @@ export function registerRecoveryRoutes(app: FastifyInstance, { roots, jobs }: Co
         s.running[tree] = null;
         throw e;
       }
+    },
+  );
+
+  app.post<{ Body: { scan: string; target: string; adopt: 'copy' | 'move'; name?: string } }>(
+    '/api/recovery/import',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          properties: {
+            scan: { type: 'string', maxLength: 64 },
+            target: { type: 'string', minLength: 1, maxLength: 4096 },
+            adopt: { enum: ['copy', 'move'] },
+            name: { type: 'string', minLength: 1, maxLength: 1000 },
+          },
+          required: ['scan', 'target', 'adopt'],
+          additionalProperties: false,
+        },
+      },
+    },
+    async (req) => {
+      const { scan, adopt, name } = req.body;
+      const s = stateOf(scan);
+      const source = await roots.existing(s.folder);
+      const target = await roots.fresh(req.body.target);
+      const nodes = s.report.trees.flatMap((t) => t.nodes.map((n) => n.path));
+      const job = jobs.start({
+        kind: 'import',
+        title: `Import ${source} as the VM ${target}`,
+        // A copy only reads the disks, but no step of the plan may change them meanwhile; a move takes them.
+        locks: [...nodes, target],
+        about: { scan, action: 'import', vm: target },
+        run: ({ signal, onProgress }) => importVm(source, target, { adopt, ...(name ? { name } : {}), command: 'console: vm import', signal, onProgress }),
+      });
+      return { job };
     },
   );
 }

@@ -1,10 +1,11 @@
-// VM actions, each through the same library call as its CLI command (src/api/vm.ts): create a
-// checkpoint, apply, remove (or a subtree), rename, export, and a group checkpoint of several VMs.
+// VM actions, each through the same library call as its CLI command (src/api/vm.ts, vm-runtime.ts):
+// create a checkpoint and apply (live when the VM runs), remove (or a subtree), rename, export, a group
+// checkpoint of several VMs, and start, stop, save, pause and resume.
 // Each runs as a job that holds the VM folder (and an export's target), so a second action on the same
 // VM is refused with LOCKED before it starts; the engine's own lock (vm.lock) keeps other programs out.
 // Rename is instant: it answers directly, after the same LOCKED check.
 import type { FastifyInstance } from 'fastify';
-import { groupCheckpoint, withVm } from '../api/index.js';
+import { applyVm, checkpointVm, groupCheckpoint, pauseVm, resumeVm, saveVm, startVm, stopVm, withVm } from '../api/index.js';
 import type { JobContext } from './jobs.js';
 import type { ConsoleContext } from './server.js';
 
@@ -29,7 +30,7 @@ export function registerVmActionRoutes(app: FastifyInstance, { roots, jobs }: Co
       title: `Create checkpoint${name ? ` "${name}"` : ''} of ${folder}`,
       locks: [folder],
       about: { vm: folder, action: 'checkpoint' },
-      run: (ctx) => withVm(folder, { command: 'console: checkpoint create' }, (vm) => vm.checkpoint({ ...(name ? { name } : {}), ...options(ctx) })),
+      run: (ctx) => checkpointVm(folder, { ...(name ? { name } : {}), signal: ctx.signal }),
     });
     return { job };
   });
@@ -45,7 +46,7 @@ export function registerVmActionRoutes(app: FastifyInstance, { roots, jobs }: Co
         title: `Apply checkpoint ${checkpoint.slice(0, 8)} to ${folder}${checkpointFirst ? ' (Now saved first)' : ' (Now discarded)'}`,
         locks: [folder],
         about: { vm: folder, checkpoint, action: 'apply' },
-        run: (ctx) => withVm(folder, { command: 'console: checkpoint apply' }, (vm) => vm.apply(checkpoint, { checkpointFirst: checkpointFirst ? (name ?? true) : false, ...options(ctx) })),
+        run: (ctx) => applyVm(folder, checkpoint, { checkpointFirst: checkpointFirst ? (name ?? true) : false, ...options(ctx) }),
       });
       return { job };
     },
@@ -111,4 +112,25 @@ export function registerVmActionRoutes(app: FastifyInstance, { roots, jobs }: Co
       return { job };
     },
   );
+
+  app.post<{ Body: { path: string; action: PowerAction; force?: boolean } }>(
+    '/api/vm/power',
+    body({ path: PATH, action: { enum: Object.keys(POWER) }, force: { type: 'boolean' } }, ['path', 'action']),
+    async (req) => {
+      const folder = await roots.existing(req.body.path);
+      const { action, force } = req.body;
+      const job = jobs.start({
+        kind: 'power',
+        title: `${POWER[action]} ${folder}${force ? ' (hard stop)' : ''}`,
+        locks: [folder],
+        about: { vm: folder, action },
+        run: () => (action === 'stop' ? stopVm(folder, { force: force ?? false }) : POWER_CALL[action](folder)),
+      });
+      return { job };
+    },
+  );
 }
+
+type PowerAction = 'start' | 'stop' | 'save' | 'pause' | 'resume';
+const POWER: Record<PowerAction, string> = { start: 'Start', stop: 'Stop', save: 'Save', pause: 'Pause', resume: 'Resume' };
+const POWER_CALL = { start: (f: string) => startVm(f), save: saveVm, pause: pauseVm, resume: resumeVm, stop: (f: string) => stopVm(f) };

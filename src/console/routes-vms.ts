@@ -4,16 +4,21 @@
 // every VM is opened without its lock, as `vm show` and `checkpoint list` open it.
 import { stat } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
-import { listVms, openVm, withVm, type OperationForecast, type VmDescription, type VmListEntry } from '../api/index.js';
+import { listVms, openVm, vmStatus, withVm, type OperationForecast, type VmDescription, type VmListEntry, type VmState as RunState, type VmStatus } from '../api/index.js';
 import type { Jobs } from './jobs.js';
 import { requestSignal, spaceOf, type Space } from './routes-disks.js';
 import type { ConsoleContext } from './server.js';
 
-/** What the page shows for a VM's state until VMs can run: off, busy (a job of this console), an interrupted operation, or unreadable. */
-export type VmState = 'off' | 'busy' | 'pending' | 'unreadable';
+/**
+ * What the page shows as a VM's state: the runtime's (Off, Running, Paused, Saved, ...), or Busy while
+ * a job of this console works on it, Pending when an interrupted operation waits, Unreadable.
+ */
+export type VmState = RunState | 'Busy' | 'Pending' | 'Unreadable';
 
 export interface VmRow extends VmListEntry {
   state: VmState;
+  /** The runtime's status (null when it could not be read). */
+  runtime: VmStatus | null;
   /** Bytes on disk of every file the manifest names (null when unreadable). */
   bytes: number | null;
   /** Index into `spaces`: the file system that holds the VM. */
@@ -28,6 +33,7 @@ export interface VmsView {
 export interface VmView {
   vm: VmDescription;
   state: VmState;
+  runtime: VmStatus | null;
   space: Space;
 }
 
@@ -38,11 +44,14 @@ export interface ForecastView {
 
 export const vmPathQuery = { type: 'object', properties: { path: { type: 'string', minLength: 1, maxLength: 4096 } }, required: ['path'], additionalProperties: false } as const;
 
-function stateOf(jobs: Jobs, folder: string, pending: number, unreadable: boolean): VmState {
-  if (unreadable) return 'unreadable';
-  if (jobs.list().some((j) => j.state === 'running' && j.locks.includes(folder))) return 'busy';
-  return pending > 0 ? 'pending' : 'off';
+function stateOf(jobs: Jobs, folder: string, pending: number, unreadable: boolean, runtime: VmStatus | null): VmState {
+  if (unreadable) return 'Unreadable';
+  if (jobs.list().some((j) => j.state === 'running' && j.locks.includes(folder))) return 'Busy';
+  if (runtime && runtime.state !== 'Off') return runtime.state;
+  return pending > 0 ? 'Pending' : 'Off';
 }
+
+const statusOf = (folder: string): Promise<VmStatus | null> => vmStatus(folder).catch(() => null);
 
 export function registerVmRoutes(app: FastifyInstance, { roots, jobs }: ConsoleContext): void {
   app.get('/api/vms', async (): Promise<VmsView> => {
@@ -59,19 +68,21 @@ export function registerVmRoutes(app: FastifyInstance, { roots, jobs }: ConsoleC
       }
       let bytes: number | null = null;
       if (!e.error) bytes = await withVm(e.folder, { lock: 'none', command: 'console' }, async (vm) => (await vm.describe({ reclaim: false })).bytes).catch(() => null);
-      vms.push({ ...e, state: stateOf(jobs, e.folder, e.pending, e.error !== null || bytes === null), bytes, space });
+      const runtime = e.error ? null : await statusOf(e.folder);
+      vms.push({ ...e, state: stateOf(jobs, e.folder, e.pending, e.error !== null || bytes === null, runtime), runtime, bytes, space });
     }
     return { vms, spaces };
   });
 
   app.get<{ Querystring: { path: string } }>('/api/vm', { schema: { querystring: vmPathQuery } }, async (req): Promise<VmView> => {
     const folder = await roots.existing(req.query.path);
+    const runtime = await statusOf(folder);
     const vm = await openVm(folder, { lock: 'none', command: 'console' });
     try {
-      // Reclaim bytes read every layer's allocation map: not while a job of this console rewrites them.
-      const busy = stateOf(jobs, folder, 0, false) === 'busy';
-      const description = await vm.describe({ reclaim: !busy, signal: requestSignal(req) });
-      return { vm: description, state: stateOf(jobs, folder, description.pending.length, false), space: await spaceOf(folder) };
+      // Reclaim bytes read every layer's allocation map: not while a job of this console or a running guest writes them.
+      const quiet = stateOf(jobs, folder, 0, false, runtime) === 'Off';
+      const description = await vm.describe({ reclaim: quiet, signal: requestSignal(req) });
+      return { vm: description, state: stateOf(jobs, folder, description.pending.length, false, runtime), runtime, space: await spaceOf(folder) };
     } finally {
       await vm.close();
     }

@@ -9,14 +9,16 @@
  *   record                 journal/<tx>.json
  *   [production] freeze    guest-fsfreeze-freeze through the guest agent (its file systems flushed
  *                          and held still)
+ *   prepare                config, children (made while the guest runs)
  *   ── the guest pauses ──
  *   QMP stop               every guest write drained to the worker
  *   flush                  the served leaves durable
- *   prepare                config, children (made now: a leaf's DataWriteGuid is final once its
- *                          writes have stopped, and the children record it)
+ *   children again         only for a leaf whose identity changed since prepare (a VHDX leaf's
+ *                          DataWriteGuid changes at its session's first write; the child records it)
  *   [standard] save state  memory and device state into Snapshots/<id>/state.vmstate
  *   commit                 vm.json: Now on the children
- *   switch                 each export swapped to Now's new chain (old leaf flushed, closed, read-locked)
+ *   switch                 each export swapped to the child over the served chain (old leaf
+ *                          flushed, reopened read-only and read-locked; the layers below kept)
  *   QMP cont
  *   ── the guest runs ──    the pause is reported in ms
  *   [production] thaw
@@ -40,7 +42,14 @@ import { SNAPSHOTS_DIR } from '../checkpoint/folder.js';
 import type { CheckpointType } from '../checkpoint/manifest.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { readSavedState, savedStateFromCheckpoint } from '../checkpoint/saved-state.js';
-import { Transaction } from '../checkpoint/transaction.js';
+import { Transaction, type Action } from '../checkpoint/transaction.js';
+import { testPoint } from '../checkpoint/test-points.js';
+import { createChild } from '../chain/create-child.js';
+import { sameIdentity } from '../chain/identity.js';
+import type { LinkIdentity } from '../formats/types.js';
+import { syncFolder } from '../io/durable.js';
+import { rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { GuestAgentClient } from '../vm/guest-agent.js';
 import { saveState } from '../vm/state-file.js';
 import type { VmWorker, WorkerInternals } from './worker.js';
@@ -57,6 +66,8 @@ export interface LiveCheckpointResult {
   stateBytes: number | null;
   /** Why a production checkpoint became standard. */
   fallback: string | null;
+  /** Where the pause went, in ms: stop, flush, prepare (config and children), state, commit, switch, cont. */
+  phases: Record<string, number>;
 }
 
 export interface LiveApplyResult extends ApplyResult {
@@ -117,17 +128,35 @@ export async function liveCheckpoint(w: WorkerInternals, options: { name?: strin
     let frozenAt = 0;
     let pausedAt = 0;
     let stateBytes: number | null = null;
+    const phases: Record<string, number> = {};
+    let mark = 0;
+    const lap = (name: string): void => {
+      const t = performance.now();
+      phases[name] = t - (mark || pausedAt);
+      mark = t;
+    };
     try {
+      // The children are made while the guest runs. A child records its parent's identity, which a
+      // VHDX leaf changes at its session's first write: a leaf whose identity moved meanwhile gets
+      // its child made again once the guest is stopped.
+      const identities = w.disks.leafIdentities();
+      await tx.prepare();
       if (agent) {
         frozenAt = performance.now();
         frozen = await agent.fsfreezeFreeze({ timeoutMs: 60_000 });
       }
       pausedAt = performance.now();
       if (running) await w.qemu.qmp.execute('stop');
+      lap('stop');
       await w.disks.flush();
-      await tx.prepare();
+      lap('flush');
+      testPoint('live-checkpoint:paused');
+      await remakeStaleChildren(w, plan.actions, identities);
+      lap('children');
       if (checkpoint.state) stateBytes = (await saveState(w.qemu.qmp, vm.path(checkpoint.state))).bytes;
+      lap('state');
       await tx.commit();
+      lap('commit');
     } catch (e) {
       if (!tx.committed) await tx.rollback().catch(() => undefined);
       if (running && !w.qemu.exit) await w.qemu.qmp.execute('cont').catch(() => undefined);
@@ -141,7 +170,9 @@ export async function liveCheckpoint(w: WorkerInternals, options: { name?: strin
       await w.end('Off', `switching to the new checkpoint's layers failed, the VM was turned off: ${e instanceof Error ? e.message : String(e)}`);
       throw e;
     }
+    lap('switch');
     if (running) await w.qemu.qmp.execute('cont');
+    lap('cont');
     const pauseMs = running ? performance.now() - pausedAt : 0;
     let frozenMs: number | null = null;
     if (frozen !== null) {
@@ -149,9 +180,24 @@ export async function liveCheckpoint(w: WorkerInternals, options: { name?: strin
       frozenMs = performance.now() - frozenAt;
     }
     await tx.finish();
-    return { checkpoint: checkpointInfo(vm.manifest, checkpoint), pauseMs, frozen, frozenMs, stateBytes, fallback };
+    return { checkpoint: checkpointInfo(vm.manifest, checkpoint), pauseMs, frozen, frozenMs, stateBytes, fallback, phases };
   } finally {
     await agent?.close().catch(() => undefined);
+  }
+}
+
+/** Makes again each child whose parent leaf's identity changed since `before` (the guest is stopped now). */
+async function remakeStaleChildren(w: WorkerInternals, actions: Action[], before: Map<string, LinkIdentity>): Promise<void> {
+  const now = w.disks.leafIdentities();
+  const m = w.vm.manifest;
+  for (const [diskId, identity] of now) {
+    if (sameIdentity(identity, before.get(diskId)!)) continue;
+    const leafFile = m.nodes.find((n) => n.id === m.now.disks[diskId])!.file;
+    const action = actions.find((a): a is Extract<Action, { kind: 'child' }> => a.kind === 'child' && a.parent === leafFile)!;
+    const file = w.vm.path(action.file);
+    await rm(file, { force: true });
+    await (await createChild(file, await w.vm.realPath(leafFile))).close();
+    await syncFolder(dirname(file));
   }
 }
 

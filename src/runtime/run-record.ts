@@ -25,6 +25,8 @@ const RunRecordSchema = v.strictObject({
   state: v.picklist(VM_STATES),
   /** Why the VM is in this state when it is not the usual way (QEMU died, no space, ...). */
   reason: v.nullable(v.string()),
+  /** The automatic checkpoint taken at this start (config.automaticCheckpoints), removed at a clean shutdown. */
+  automaticCheckpoint: v.optional(v.nullable(v.string())),
 });
 export type RunRecord = v.InferOutput<typeof RunRecordSchema>;
 

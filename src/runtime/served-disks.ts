@@ -8,8 +8,12 @@
  * requests in flight finish on the old chain, which is flushed and closed; later ones go to the new
  * leaf). The guest is paused by then (QMP stop drained its writes), so nothing is in flight anyway.
  */
-import { chmod } from 'node:fs/promises';
-import type { DiskChain } from '../chain/disk-chain.js';
+import { chmod, realpath } from 'node:fs/promises';
+import { DiskChain, type ChainLink } from '../chain/disk-chain.js';
+import { openDisk } from '../chain/open-disk.js';
+import { resolveParent } from '../chain/resolve-parent.js';
+import type { LinkIdentity, VirtualDisk } from '../formats/types.js';
+import { DiskchainError } from '../io/errors.js';
 import { openNodeChain } from '../checkpoint/disks.js';
 import type { VmFolder } from '../checkpoint/folder.js';
 import { lockFile, type FileLock } from '../io/lock.js';
@@ -73,15 +77,64 @@ export class ServedDisks {
     return new Map(this.disks.map((d) => [d.id, d.export]));
   }
 
-  /** Puts every export on Now's chain as vm.json now says (after a checkpoint's commit). */
+  /** The identity each served leaf has now (a VHDX leaf's DataWriteGuid changes at its session's first write). */
+  leafIdentities(): Map<string, LinkIdentity> {
+    return new Map(this.disks.map((d) => [d.id, (d.export.backend as ChainBackend).chain.leaf.identity()]));
+  }
+
+  /**
+   * Puts every export on Now's chain as vm.json now says (after a checkpoint's commit). When Now's
+   * new leaf is a child of the served leaf (a checkpoint), only the child and its parent are opened
+   * (the parent read-only, its identity checked) and the layers below are kept: the guest's pause
+   * does not grow with the chain's depth. Otherwise (apply) the whole chain is opened again.
+   */
   async switchToNow(): Promise<void> {
     for (const d of this.disks) {
+      const old = (d.export.backend as ChainBackend).chain;
+      const fast = await this.openChildOf(d, old);
+      if (fast) {
+        await d.export.swap(new ChainBackend(fast.chain));
+        const oldLeafLock = d.locks[0]!;
+        d.locks = [...fast.locks, ...d.locks.slice(1)];
+        await old.leaf.close();
+        await oldLeafLock.release();
+        continue;
+      }
       const { chain, locks } = await openNow(this.vm, d.id);
       const previous = await d.export.swap(new ChainBackend(chain));
       const oldLocks = d.locks;
       d.locks = locks;
       await previous.close();
       for (const l of oldLocks.reverse()) await l.release();
+    }
+  }
+
+  /** Now's leaf of disk `d` opened over the served chain, when it is a child of the served leaf. */
+  private async openChildOf(d: ServedDisk, old: DiskChain): Promise<{ chain: DiskChain; locks: FileLock[] } | undefined> {
+    const m = this.vm.manifest;
+    const node = m.nodes.find((n) => n.id === m.now.disks[d.id])!;
+    const parentNode = node.parent === null ? undefined : m.nodes.find((n) => n.id === node.parent);
+    if (!parentNode || (await this.vm.realPath(parentNode.file)) !== (await realpath(old.leaf.path))) return undefined;
+    const childPath = await this.vm.realPath(node.file);
+    const locks: FileLock[] = [];
+    let child: VirtualDisk | undefined;
+    let parent: VirtualDisk | undefined;
+    try {
+      locks.push(await lockFile(childPath, 'write', { command: 'vm worker' }));
+      child = await openDisk(childPath, { writable: true });
+      const found = await resolveParent(child, { allowedFolders: [this.vm.realFolder], chainRealPaths: new Set([childPath]), remembered: false });
+      parent = found.disk;
+      if (found.realPath !== (await realpath(old.leaf.path)) || !found.identityMatches) {
+        throw new DiskchainError('MANIFEST_INVALID', `${childPath} does not lead to the served leaf ${old.leaf.path}`, { file: childPath, path: '$.nodes' });
+      }
+      locks.push(await lockFile(found.realPath, 'read', { command: 'vm worker' }));
+      const link: ChainLink = { parentPath: found.path, attempts: found.attempts, identityMatches: found.identityMatches, foundBy: found.foundBy };
+      return { chain: new DiskChain([child, parent, ...old.layers.slice(1)], [link, ...old.links]), locks };
+    } catch (e) {
+      await child?.close().catch(() => undefined);
+      await parent?.close().catch(() => undefined);
+      for (const l of locks.reverse()) await l.release().catch(() => undefined);
+      throw e;
     }
   }
 

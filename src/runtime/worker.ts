@@ -23,6 +23,8 @@ import { freeBytes } from '../ops/space.js';
 import type { VmFolder } from '../checkpoint/folder.js';
 import { discardSavedState, readSavedState, recordSavedState, savedStateTarget, type SavedStateStatus } from '../checkpoint/saved-state.js';
 import { openVmFolder } from '../checkpoint/vms.js';
+import { createCheckpoint } from '../checkpoint/create.js';
+import { removeCheckpoint } from '../checkpoint/remove.js';
 import { resolveAccel } from '../vm/qemu-command.js';
 import { QemuProcess, type QemuExit } from '../vm/qemu-process.js';
 import type { BlockIoErrorData, QmpEvent } from '../vm/qmp-schema.js';
@@ -114,6 +116,7 @@ export class VmWorker implements WorkerInternals {
   private critical: VmStatus['critical'] = null;
   private readonly warnings: string[] = [];
   private reserveWarning: string | null = null;
+  private automaticCheckpoint: string | null = null;
   private readonly reserveTimer = setInterval(() => void this.checkReserve(), 5000).unref();
   private queue: Promise<unknown> = Promise.resolve();
   private control: ControlServer | undefined;
@@ -149,8 +152,11 @@ export class VmWorker implements WorkerInternals {
       const stale = previous && previous.state !== 'Off' && previous.state !== 'Saved' ? `the previous worker (pid ${previous.pid}) ended while ${previous.state}` : null;
       const saved = await readSavedState(vm.realFolder, vm.manifest);
       for (const name of ['qmp', 'agent', 'nbd', 'control'] as const) await rm(runPath(vm.realFolder, name), { force: true });
+      // Hyper-V's automatic checkpoint: taken at a start from Off (a resume from Saved is not a start).
+      const automatic = vm.manifest.config.automaticCheckpoints && saved.status !== 'valid' ? await createCheckpoint(vm, { name: `Automatic Checkpoint - ${vm.manifest.name} - (${new Date().toISOString().slice(0, 19).replace('T', ' ')})`, command: 'vm start (automatic checkpoint)' }) : undefined;
       disks = await ServedDisks.open(vm, runPath(vm.realFolder, 'nbd'), options.log);
       worker = new VmWorker(vm, disks, options);
+      worker.automaticCheckpoint = automatic?.id ?? previous?.automaticCheckpoint ?? null;
       if (stale) worker.warn(`${stale}; its run/ was stale`);
       if (saved.status === 'stale') {
         worker.warn(`the saved state was not resumed: ${saved.reason}; the VM boots`);
@@ -385,6 +391,7 @@ export class VmWorker implements WorkerInternals {
         why = `${why ? `${why}; ` : ''}closing the disks failed: ${e instanceof Error ? e.message : String(e)}`;
       }
       for (const name of ['qmp', 'agent', 'nbd'] as const) await rm(runPath(this.vm.realFolder, name), { force: true });
+      if (state === 'Off' && why === null) why = await this.removeAutomaticCheckpoint();
       this.currentState = state;
       this.stateReason = why;
       this.writeRecord();
@@ -395,6 +402,20 @@ export class VmWorker implements WorkerInternals {
       void this.closeControl();
     })();
     return this.ending;
+  }
+
+  /** At a clean shutdown the automatic checkpoint of this run goes (its layers merged), as Hyper-V does. */
+  private async removeAutomaticCheckpoint(): Promise<string | null> {
+    const id = this.automaticCheckpoint;
+    const c = id ? this.vm.manifest.checkpoints.find((x) => x.id === id) : undefined;
+    if (!c) return null;
+    try {
+      await removeCheckpoint(this.vm, c, { command: 'vm stop (automatic checkpoint)' });
+      this.automaticCheckpoint = null;
+      return null;
+    } catch (e) {
+      return `the automatic checkpoint "${c.name}" could not be removed: ${e instanceof Error ? e.message : String(e)}`;
+    }
   }
 
   /** Resolves once run/worker.json says what the worker last set. */
@@ -503,6 +524,7 @@ export class VmWorker implements WorkerInternals {
       updated: new Date().toISOString(),
       state: this.currentState,
       reason: this.stateReason,
+      automaticCheckpoint: this.automaticCheckpoint,
     };
     this.recordWrites = this.recordWrites.then(() => writeRunRecord(this.vm.realFolder, record)).catch((e: unknown) => this.options.log?.(`cannot write the run record: ${String(e)}`));
   }

@@ -87,14 +87,14 @@ export async function startConsoleProcess(roots: string[], extra: string[] = [])
 export const SCREENSHOTS = process.env.DISKCHAIN_SCREENSHOTS === '1';
 export const DOCS_SHOTS = new URL('../../../docs/console/', import.meta.url).pathname;
 
-/** With DISKCHAIN_SCREENSHOTS=1: the page, whole, in the light and the dark theme, as docs/console/<name>-<theme>.png. */
-export async function shoot(page: Page, name: string): Promise<void> {
+/** With DISKCHAIN_SCREENSHOTS=1: the page (whole, or the viewport for a modal dialog), in the light and the dark theme, as docs/console/<name>-<theme>.png. */
+export async function shoot(page: Page, name: string, options: { fullPage?: boolean } = {}): Promise<void> {
   if (!SCREENSHOTS) return;
   mkdirSync(DOCS_SHOTS, { recursive: true });
   await page.mouse.move(0, 0); // no hover highlight in the pictures
   for (const scheme of ['light', 'dark'] as const) {
     await page.emulateMedia({ colorScheme: scheme });
-    await page.screenshot({ path: join(DOCS_SHOTS, `${name}-${scheme}.png`), fullPage: true });
+    await page.screenshot({ path: join(DOCS_SHOTS, `${name}-${scheme}.png`), fullPage: options.fullPage ?? true });
   }
   await page.emulateMedia({ colorScheme: 'light' });
 }

@@ -10,7 +10,7 @@ import { processAlive } from '../../src/runtime/run-record.js';
 import { readGuestView, SerialLog, type GuestDiskView, type GuestImage } from './guest.js';
 
 /** A VM folder whose disk0 (1 MiB) gets the guest's counter and disk1 (16 MiB) its ext2 for fsfreeze. */
-export async function makeGuestVm(dir: string, image: GuestImage, name = 'vm', settings: { checkpointType?: VmConfig['checkpointType']; guestAgent?: boolean; freeSpaceReserveBytes?: number } = {}): Promise<string> {
+export async function makeGuestVm(dir: string, image: GuestImage, name = 'vm', settings: { checkpointType?: VmConfig['checkpointType']; guestAgent?: boolean; freeSpaceReserveBytes?: number; automaticCheckpoints?: boolean } = {}): Promise<string> {
   const folder = join(dir, name);
   await createVm(folder, {
     newDisks: [{ size: 1 << 20 }, { size: 16 << 20 }],
@@ -19,6 +19,7 @@ export async function makeGuestVm(dir: string, image: GuestImage, name = 'vm', s
     settings: {
       boot: { kind: 'kernel', kernel: image.kernel, initrd: image.initrd, append: 'console=ttyS0 panic=-1' },
       ...(settings.guestAgent === false ? { guestAgent: false } : {}),
+      ...(settings.automaticCheckpoints ? { automaticCheckpoints: true } : {}),
       ...(settings.freeSpaceReserveBytes !== undefined ? { freeSpaceReserveBytes: settings.freeSpaceReserveBytes } : {}),
     },
   });
@@ -50,4 +51,9 @@ export async function killVm(folder: string): Promise<void> {
       }
     }
   }
+}
+
+/** The checkpoints' names in vm.json. */
+export async function checkpointNames(folder: string): Promise<string[]> {
+  return withVm(folder, { lock: 'none', command: 'test' }, async (vm) => vm.manifest.checkpoints.map((c) => c.name));
 }

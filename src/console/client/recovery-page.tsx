@@ -4,7 +4,7 @@ import { useState } from 'preact/hooks';
 import { api, ApiError, jobStore, query, type ErrorBody, type JobView } from './api.js';
 import type { ScanReport, ScanTree, TreePlan } from '../../api/index.js';
 import { baseName, bytes, when } from './format.js';
-import { go, useJobs, useLoad, type Route } from './hooks.js';
+import { go, useJobs, useLoad, usePost, type Route } from './hooks.js';
 import { JobCard } from './jobs-panel.js';
 import { Empty, ErrorNote } from './widgets.js';
 
@@ -143,6 +143,7 @@ function Report({ state, stepJobs }: { state: RecoveryState; stepJobs: JobView[]
         <TreeCard key={t.root} tree={t} index={i} plan={r.plan[i]!} state={state} stepJobs={stepJobs.filter((j) => j.about.tree === i)} />
       ))}
       <Findings report={r} />
+      <ImportForm state={state} />
     </>
   );
 }
@@ -324,5 +325,52 @@ function Findings({ report: r }: { report: ScanReport }) {
         </>
       )}
     </div>
+  );
+}
+
+/** Import the scanned folder as a VM (`vm import`): its trees become the VM's disks, its layers checkpoints. */
+function ImportForm({ state }: { state: RecoveryState }) {
+  const folder = state.report.folders[0] ?? '';
+  const [target, setTarget] = useState(`${folder}-vm`);
+  const [adopt, setAdopt] = useState<'copy' | 'move'>('copy');
+  const { error, busy, post } = usePost();
+  const job = useJobs().filter((j) => j.about.scan === state.scan && j.kind === 'import').sort((a, b) => (a.started < b.started ? 1 : -1))[0];
+  const submit = (e: Event): void => {
+    e.preventDefault();
+    void post('/api/recovery/import', { scan: state.scan, target: target.trim(), adopt });
+  };
+  return (
+    <form class="card" onSubmit={submit} aria-label="Import as VM">
+      <h2>Import as VM</h2>
+      <p class="muted small">
+        The trees become the disks of a new VM: the newest leaf is Now, every other layer a checkpoint named by its file time (branches are kept). The disks of several trees must have one shape.
+      </p>
+      <div class="field">
+        <label for="import-target">New VM folder</label>
+        <input id="import-target" type="text" value={target} spellcheck={false} onInput={(e) => setTarget((e.target as HTMLInputElement).value)} />
+      </div>
+      <div class="row">
+        <label class="check">
+          <input type="radio" name="adopt" checked={adopt === 'copy'} onChange={() => setAdopt('copy')} /> Copy the files (the folder stays as it is)
+        </label>
+        <label class="check">
+          <input type="radio" name="adopt" checked={adopt === 'move'} onChange={() => setAdopt('move')} /> Move them
+        </label>
+      </div>
+      <div class="row">
+        <button type="submit" class="primary" disabled={busy || target.trim() === '' || job?.state === 'running'}>
+          Import as VM
+        </button>
+        {job?.state === 'done' && (
+          <a href={`#/vm?${new URLSearchParams({ path: job.about.vm as string })}`}>Open the VM</a>
+        )}
+      </div>
+      <ErrorNote error={error} label="Import refused" />
+      {job && job.state !== 'done' && (
+        <ul class="job-list inline" aria-label="Import">
+          <JobCard job={job} />
+        </ul>
+      )}
+    </form>
   );
 }

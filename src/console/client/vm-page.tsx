@@ -2,8 +2,8 @@
 // the disk chains (files, sizes, unnamed layers, pending merges) and the space bar with the forecast of
 // the operation in the open dialog. The page reloads the VM whenever one of its jobs settles.
 import { useState } from 'preact/hooks';
-import type { VmDescription } from '../../api/index.js';
 import type { ForecastView, VmView } from '../routes-vms.js';
+import type { VmDescription, VmStatus } from '../../api/index.js';
 import { api, query, type JobView } from './api.js';
 import { CheckpointTree, NOW, Reclaim } from './checkpoint-tree.js';
 import { baseName, bytes, when } from './format.js';
@@ -39,13 +39,17 @@ export function VmPage({ path }: { path: string }) {
             {view.data && (
               <>
                 {' '}
-                <StateBadge state={view.data.state} /> · {vm!.checkpoints.length} checkpoint(s) · {bytes(vm!.bytes)} on disk · {bytes(vm!.config.memoryBytes)}, {vm!.config.cpus} CPU(s)
+                <StateBadge state={view.data.state} reason={view.data.runtime?.reason} /> · {vm!.checkpoints.length} checkpoint(s) · {bytes(vm!.bytes)} on disk · {bytes(vm!.config.memoryBytes)}, {vm!.config.cpus} CPU(s)
               </>
             )}
           </p>
         </div>
-        <CreateForm path={path} jobs={jobs} />
+        <div class="head-actions">
+          {view.data && <Power path={path} view={view.data} jobs={jobs} />}
+          <CreateForm path={path} jobs={jobs} />
+        </div>
       </header>
+      {view.data?.runtime && <RuntimeNote status={view.data.runtime} />}
       <ErrorNote error={view.error?.body} />
       {vm && vm.pending.length > 0 && (
         <div class="card warn-card" role="status">
@@ -266,6 +270,53 @@ function Chains({ vm }: { vm: VmDescription }) {
           </ul>
         </div>
       )}
+    </div>
+  );
+}
+
+/** Which power actions a runtime state allows (the runtime refuses the others with VM_STATE). */
+const POWER: Array<{ action: string; label: string; when: string[] }> = [
+  { action: 'start', label: 'Start', when: ['Off', 'Saved'] },
+  { action: 'stop', label: 'Stop', when: ['Running', 'Paused', 'Paused-Critical'] },
+  { action: 'save', label: 'Save', when: ['Running', 'Paused'] },
+  { action: 'pause', label: 'Pause', when: ['Running'] },
+  { action: 'resume', label: 'Resume', when: ['Paused', 'Paused-Critical'] },
+];
+
+function Power({ path, view, jobs }: { path: string; view: VmView; jobs: JobView[] }) {
+  const { error, busy, post } = usePost();
+  const state = view.runtime?.state ?? 'Off';
+  const job = latest(jobs, (j) => j.kind === 'power');
+  const running = job?.state === 'running' || view.state === 'Busy';
+  return (
+    <div class="power">
+      <div class="row" role="group" aria-label="Power">
+        {POWER.map((p) => (
+          <button key={p.action} type="button" class="small" disabled={busy || running || !p.when.includes(state)} onClick={() => void post('/api/vm/power', { path, action: p.action })}>
+            {p.label}
+          </button>
+        ))}
+      </div>
+      <ErrorNote error={error} label="Power action refused" />
+      <JobOutcome job={job} />
+    </div>
+  );
+}
+
+function RuntimeNote({ status: s }: { status: VmStatus }) {
+  const lines: string[] = [];
+  if (s.state !== 'Off' && s.started) lines.push(`${s.state} since ${when(s.started)}${s.accel ? ` (${s.accel.toUpperCase()}${s.machine ? `, ${s.machine}` : ''})` : ''}${s.busy ? `; busy: ${s.busy}` : ''}`);
+  if (s.saved) lines.push(`Saved state from ${when(s.saved.created)}: Start resumes it.`);
+  if (s.reason) lines.push(s.reason);
+  if (s.critical) lines.push(`QEMU could not ${s.critical.operation} on ${s.critical.device}: ${s.critical.reason}. Free space, then Resume.`);
+  if (s.stale) lines.push(`A worker died: ${s.stale}`);
+  lines.push(...s.warnings);
+  if (lines.length === 0) return null;
+  return (
+    <div class={`card runtime-note${s.critical || s.stale ? ' warn-card' : ''}`} role="status" aria-label="Runtime">
+      {lines.map((l) => (
+        <p key={l}>{l}</p>
+      ))}
     </div>
   );
 }

@@ -7,18 +7,25 @@ import { baseName, bytes } from './format.js';
 import { go, useJobs, useLoad, usePost } from './hooks.js';
 import { Empty, ErrorNote, PageHead, SpaceBar } from './widgets.js';
 
-const STATE: Record<VmState, { label: string; cls: string; title: string }> = {
-  off: { label: 'Off', cls: 'neutral', title: 'not running (running VMs come with the VM runtime)' },
-  busy: { label: 'Busy', cls: 'running', title: 'a job of this console is working on it' },
-  pending: { label: 'Pending', cls: 'warn', title: 'an interrupted operation waits: the next action finishes or rolls it back' },
-  unreadable: { label: 'Unreadable', cls: 'bad', title: 'vm.json could not be read' },
+const STATE: Record<VmState, { cls: string; title: string }> = {
+  Off: { cls: 'neutral', title: 'not running' },
+  Starting: { cls: 'running', title: 'the worker is starting QEMU' },
+  Running: { cls: 'done', title: 'the guest runs' },
+  Paused: { cls: 'warn', title: 'the guest is paused: Resume continues it' },
+  'Paused-Critical': { cls: 'bad', title: 'QEMU paused the guest on a failed write (no space?): free space, then Resume' },
+  Saving: { cls: 'running', title: 'memory and device state are being saved' },
+  Saved: { cls: 'accent', title: 'memory saved: Start resumes it' },
+  Stopping: { cls: 'running', title: 'shutting down' },
+  Busy: { cls: 'running', title: 'a job of this console is working on it' },
+  Pending: { cls: 'warn', title: 'an interrupted operation waits: the next action finishes or rolls it back' },
+  Unreadable: { cls: 'bad', title: 'vm.json could not be read' },
 };
 
-export function StateBadge({ state }: { state: VmState }) {
+export function StateBadge({ state, reason }: { state: VmState; reason?: string | null }) {
   const s = STATE[state];
   return (
-    <span class={`badge ${s.cls}`} title={s.title}>
-      {s.label}
+    <span class={`badge ${s.cls}`} title={reason ?? s.title}>
+      {state}
     </span>
   );
 }
@@ -67,7 +74,7 @@ export function VmsPage() {
                     </a>
                     {v.error && <ErrorNote error={v.error as ErrorBody} />}
                   </td>
-                  <td><StateBadge state={v.state} /></td>
+                  <td><StateBadge state={v.state} reason={v.runtime?.reason} /></td>
                   <td class="num">{v.disks}</td>
                   <td class="num">{v.checkpoints}</td>
                   <td class="num">{bytes(v.bytes)}</td>

@@ -11,7 +11,7 @@ import {
 import { encodeDynamicHeader } from './dynamic-header.js';
 import { encodeFooter, vhdTimeStamp } from './footer.js';
 import { geometryToWrite } from './geometry.js';
-import { encodeLocatorPath, locatorSpaceFor, PLATFORM_W2KU, PLATFORM_W2RU, type LocatorEntry } from './parent-locator.js';
+import { encodeLocatorPath, linkLocatorPaths, locatorSpaceFor, parentUnicodeName, type LocatorEntry } from './parent-locator.js';
 import { isUniqueIdString, randomUniqueId } from './unique-id.js';
 
 /**
@@ -61,7 +61,7 @@ export async function writeNewVhd(source: ByteSource, options: CreateOptions): P
     creatorHostOs: CREATOR_HOST_WINDOWS,
     originalSize: BigInt(size),
     currentSize: BigInt(size),
-    geometry: geometryToWrite(size),
+    geometry: geometryToWrite(size, CREATOR_APPLICATION),
     diskType: diskType === 'fixed' ? DISK_TYPE_FIXED : diskType === 'dynamic' ? DISK_TYPE_DYNAMIC : DISK_TYPE_DIFFERENCING,
     uniqueId: randomUniqueId(),
     savedState: 0,
@@ -82,7 +82,7 @@ export async function writeNewVhd(source: ByteSource, options: CreateOptions): P
   const locatorData: Array<[number, Uint8Array]> = [];
   if (parent) {
     // Windows order: W2ku (absolute) then W2ru (relative); Platform Data Space in bytes, as Windows writes it.
-    for (const [code, path] of [[PLATFORM_W2KU, parent.absolutePath], [PLATFORM_W2RU, parent.relativePath]] as const) {
+    for (const [code, path] of linkLocatorPaths(parent)) {
       const data = encodeLocatorPath(path);
       const space = locatorSpaceFor(data.length);
       locators.push({ platformCode: code, platformDataSpace: space, platformDataLength: data.length, platformDataOffset: BigInt(end) });
@@ -98,7 +98,7 @@ export async function writeNewVhd(source: ByteSource, options: CreateOptions): P
       ? {
           parentUniqueId: parent.identity.uniqueId,
           parentTimeStamp: parent.identity.timestamp,
-          parentUnicodeName: parent.absolutePath,
+          parentUnicodeName: parentUnicodeName(parent.absolutePath),
           parentLocators: locators,
         }
       : {}),

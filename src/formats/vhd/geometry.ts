@@ -54,15 +54,16 @@ export function geometryForSize(size: number): Geometry {
 }
 
 /**
- * The geometry diskchain writes for `size` bytes, chosen so every reader sees `size`
- * (docs/formats/vhd.md, "Which size readers see"): the spec's geometry when it describes exactly
- * `size`; otherwise the maximum geometry, which QEMU's vpc driver reads as "use Current Size" whatever
- * the creator application (Disk2vhd writes it too, and the spec algorithm itself gives it beyond
- * 127.5 GiB). Windows, Hyper-V, Azure and libvhdi always use Current Size.
+ * The geometry diskchain writes for `size` bytes in a footer whose Creator Application is
+ * `creatorApplication`, chosen so every reader sees `size` (docs/formats/vhd.md, "Which size readers
+ * see"): the spec's geometry when QEMU sizes that creator's disks by Current Size anyway (what
+ * Windows writes) or when it describes exactly `size`; otherwise the maximum geometry, which QEMU's
+ * vpc driver reads as "use Current Size" whatever the creator (Disk2vhd writes it too, and the spec
+ * algorithm itself gives it beyond 127.5 GiB). Windows, Hyper-V, Azure and libvhdi use Current Size.
  */
-export function geometryToWrite(size: number): Geometry {
+export function geometryToWrite(size: number, creatorApplication: string): Geometry {
   const g = geometryForSize(size);
-  return chsSectors(g) * SECTOR === size ? g : { ...MAX_GEOMETRY };
+  return QEMU_CURRENT_SIZE_CREATORS.includes(creatorApplication) || chsSectors(g) * SECTOR === size ? g : { ...MAX_GEOMETRY };
 }
 
 /**

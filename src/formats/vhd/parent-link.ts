@@ -5,7 +5,7 @@ import { UNALLOCATED } from './bat.js';
 import { DYNAMIC_HEADER_SIZE, FOOTER_SIZE, SECTOR } from './constants.js';
 import { withParentFields } from './dynamic-header.js';
 import type { VhdLayout } from './layout.js';
-import { encodeLocatorPath, isUnusedEntry, locatorSpaceFor, PLATFORM_W2KU, PLATFORM_W2RU, type LocatorEntry } from './parent-locator.js';
+import { encodeLocatorPath, isUnusedEntry, linkLocatorPaths, locatorSpaceFor, parentUnicodeName, type LocatorEntry } from './parent-locator.js';
 import { isUniqueIdString, uniqueIdToBytes, uniqueIdToString } from './unique-id.js';
 
 /** The longest path we write: Windows' limit of 32,767 UTF-16 units. */
@@ -35,7 +35,10 @@ export function planParentLink(layout: VhdLayout, header: Uint8Array, link: Pare
   if (identity.format !== 'vhd') throw new DiskchainError('UNSUPPORTED', `a VHD differencing disk needs a VHD parent, not ${String(identity.format).toUpperCase()}`, { file });
   if (typeof identity.uniqueId !== 'string' || !isUniqueIdString(identity.uniqueId)) throw bad(`parent unique id ${String(identity.uniqueId)} is not a UUID`);
   if (!Number.isInteger(identity.timestamp) || identity.timestamp < 0 || identity.timestamp > 0xffffffff) throw bad(`parent time stamp ${identity.timestamp} is not a 32-bit count of seconds`);
-  const paths: Array<[string, string]> = [[PLATFORM_W2KU, link.absolutePath], [PLATFORM_W2RU, link.relativePath]];
+  for (const [what, path] of [['absolute', link.absolutePath], ['relative', link.relativePath]]) {
+    if (typeof path !== 'string' || path.length === 0) throw bad(`the ${what} parent path is empty`);
+  }
+  const paths = linkLocatorPaths(link);
   for (const [code, path] of paths) {
     if (typeof path !== 'string' || path.length === 0) throw bad(`the ${code} parent path is empty`);
     if (path.length > MAX_PATH_UNITS) throw bad(`the ${code} parent path is ${path.length} characters, more than ${MAX_PATH_UNITS}`);
@@ -63,7 +66,7 @@ export function planParentLink(layout: VhdLayout, header: Uint8Array, link: Pare
   const newHeader = withParentFields(header, {
     parentUniqueId: uniqueIdToString(uniqueIdToBytes(identity.uniqueId)),
     parentTimeStamp: identity.timestamp,
-    parentUnicodeName: link.absolutePath,
+    parentUnicodeName: parentUnicodeName(link.absolutePath),
     parentLocators: locators,
   });
   return { ...(end !== layout.footerOffset ? { footerAt: end } : {}), data, header: newHeader };

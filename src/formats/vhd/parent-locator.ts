@@ -1,6 +1,8 @@
+import { posix } from 'node:path';
 import { alignUp, asciiAt, utf16leAt, view, writeAscii } from '../../io/binary.js';
 import type { ParentLocatorEntry } from '../types.js';
 import { SECTOR } from './constants.js';
+import { isWin32Absolute } from '../win32-path.js';
 
 /**
  * Parent Locator Entries (spec: "Dynamic Disk Header Format", Parent Locator Entries): eight
@@ -91,4 +93,20 @@ export function toParentLocator(code: string, path: string): ParentLocatorEntry 
   if (code === PLATFORM_W2RU) return { kind: 'relative', key: code, path };
   if (code === PLATFORM_W2KU) return { kind: path.startsWith('\\\\?\\Volume{') ? 'volume' : 'absolute', key: code, path };
   return undefined;
+}
+
+/**
+ * The locators a link writes, in Windows' order: W2ku (absolute) only when the path is one Windows
+ * can follow (../win32-path.ts), then W2ru (relative, always). The spec makes every locator optional.
+ */
+export function linkLocatorPaths(link: { absolutePath: string; relativePath: string }): Array<[string, string]> {
+  return [...(isWin32Absolute(link.absolutePath) ? [[PLATFORM_W2KU, link.absolutePath] as [string, string]] : []), [PLATFORM_W2RU, link.relativePath]];
+}
+
+/**
+ * Parent Unicode Name (spec: the parent's file name): the absolute path where it is a Win32 one, as
+ * Windows writes it; otherwise only the file name, so no POSIX path reaches a Windows reader.
+ */
+export function parentUnicodeName(absolutePath: string): string {
+  return isWin32Absolute(absolutePath) ? absolutePath : posix.basename(absolutePath);
 }

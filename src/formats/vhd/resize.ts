@@ -19,7 +19,7 @@ import { vhdChecksum } from './checksum.js';
 import { MAX_BAT_ENTRIES, MAX_CREATE_SIZE, SECTOR } from './constants.js';
 import { HEADER_CHECKSUM_OFFSET } from './dynamic-header.js';
 import { decodeFooter, encodeFooter } from './footer.js';
-import { geometryForSize } from './geometry.js';
+import { geometryToWrite } from './geometry.js';
 import type { VhdLayout } from './layout.js';
 
 export function checkVhdResize(layout: VhdLayout, size: number, file: string): void {
@@ -38,13 +38,14 @@ export function checkVhdResize(layout: VhdLayout, size: number, file: string): v
 }
 
 /**
- * The footer in use with Current Size and the geometry of `size`. Original Size too: the spec calls
+ * The footer in use with Current Size and the geometry of `size` (as create chooses it, so qemu-img
+ * reads the new size with no options: docs/formats/vhd.md). Original Size too: the spec calls
  * it informational, but libvhdi (20210425) takes the media size from it, so a resize that kept it
  * would show the old size to libvhdi readers.
  */
 export function resizedFooter(footerBytes: Uint8Array, size: number): Uint8Array {
   const f = decodeFooter(footerBytes);
-  return encodeFooter({ ...f, originalSize: BigInt(size), currentSize: BigInt(size), geometry: geometryForSize(size) });
+  return encodeFooter({ ...f, originalSize: BigInt(size), currentSize: BigInt(size), geometry: geometryToWrite(size, f.creatorApplication) });
 }
 
 /** The dynamic header naming a BAT of `entries` entries at `tableOffset`, its checksum recomputed. */

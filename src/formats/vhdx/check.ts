@@ -16,6 +16,7 @@ import {
 } from './bat.js';
 import { decodeHeader, HEADER_OFFSETS, HEADER_SIZE } from './header.js';
 import { readHeaders, readLayout, type VhdxLayout } from './layout.js';
+import { assertReplayWithin, replayBound } from './log-apply.js';
 import { planReplay } from './log-replay.js';
 import { MIB } from './metadata-items.js';
 import { decodeRegionTable, REGION_TABLE_OFFSETS, REGION_TABLE_SIZE } from './region-table.js';
@@ -40,7 +41,9 @@ export async function checkVhdx(source: ByteSource): Promise<Finding[]> {
       const plan = await planReplay(source, logOffset, logLength, logGuid);
       if (plan) {
         add('warning', 'LOG_DIRTY', `the log holds ${plan.entryCount} entries that must be replayed (opening for write replays them)`, logOffset);
-        view = new OverlaySource(source, plan.writes, Math.max(await source.size(), plan.minimumFileSize));
+        const size = await source.size();
+        view = new OverlaySource(source, plan.writes, Math.max(size, plan.minimumFileSize));
+        assertReplayWithin(plan, replayBound(await readLayout(view, creator, current), size), source.name, logOffset);
       } else {
         add('warning', 'LOG_GUID_WITHOUT_ENTRIES', 'LogGuid is set but no log entry carries it; nothing to replay', HEADER_OFFSETS[current.slot] + 48);
       }

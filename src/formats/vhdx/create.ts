@@ -26,6 +26,7 @@ import { encodeMetadataTable, METADATA_TABLE_SIZE, type MetadataEntry } from './
 import { openVhdx } from './open.js';
 import { encodeParentLocator, VHDX_LOCATOR_TYPE_GUID } from './parent-locator.js';
 import { BAT_REGION_GUID, encodeRegionTable, METADATA_REGION_GUID, REGION_TABLE_OFFSETS } from './region-table.js';
+import { isWin32Absolute } from '../win32-path.js';
 
 export const DEFAULT_BLOCK_SIZE = 32 * MIB;
 /** Hyper-V makes checkpoints (.avhdx) with 2 MiB blocks. */
@@ -83,7 +84,9 @@ export async function createVhdx(source: ByteSource, options: CreateOptions): Pr
     [{ itemId: PHYSICAL_SECTOR_SIZE_GUID, isUser: false, isVirtualDisk: true, isRequired: true }, encodeU32(physicalSectorSize)],
   ];
   if (parent?.identity.format === 'vhdx') {
-    const entries: [string, string][] = [['parent_linkage', formatLinkage(parent.identity.dataWriteGuid)], ['relative_path', parent.relativePath], ['absolute_win32_path', parent.absolutePath]];
+    // absolute_win32_path only when the path is one Windows can follow (see win32-path.ts); the spec makes it optional.
+    const entries: [string, string][] = [['parent_linkage', formatLinkage(parent.identity.dataWriteGuid)], ['relative_path', parent.relativePath]];
+    if (isWin32Absolute(parent.absolutePath)) entries.push(['absolute_win32_path', parent.absolutePath]);
     items.push([{ itemId: PARENT_LOCATOR_GUID, isUser: false, isVirtualDisk: false, isRequired: true }, encodeParentLocator({ locatorType: VHDX_LOCATOR_TYPE_GUID, entries })]);
   }
   await writeMetadataRegion(source, items);

@@ -1,10 +1,11 @@
-import { writeZeros, type ByteSource } from '../../io/byte-source.js';
+import type { ByteSource } from '../../io/byte-source.js';
 import { NULL_GUID, randomGuid } from '../../io/guid.js';
 import { OverlaySource } from '../../io/overlay-source.js';
 import type { OpenOptions } from '../types.js';
 import { VhdxDisk, type VhdxSessionOptions } from './disk.js';
 import { HeaderWriter } from './header-writer.js';
 import { readHeaders, readLayout } from './layout.js';
+import { applyReplay, assertReplayWithin, replayBound } from './log-apply.js';
 import { planReplay } from './log-replay.js';
 import { normalizeGuid } from './parent-link.js';
 
@@ -23,22 +24,18 @@ export async function openVhdx(source: ByteSource, options: OpenOptions = {}): P
   }
   const plan = await planReplay(source, logOffset, logLength, logGuid);
   const notes = { logReplay: plan ? `${plan.entryCount} entries up to sequence ${plan.headSequence}` : 'LogGuid set but no entry carries it: nothing to replay' };
-  if (!options.writable) {
-    const size = await source.size();
-    const view = plan ? new OverlaySource(source, plan.writes, Math.max(size, plan.minimumFileSize)) : source;
-    const layout = await readLayout(view, creator, current);
-    return new VhdxDisk(view, layout, await view.size(), { ...notes, logReplayedIn: 'memory (file unchanged)' });
-  }
+  const size = await source.size();
+  // The file as the replay leaves it, seen before anything is written; the plan is bounded by it (log-apply.ts).
+  const view = plan ? new OverlaySource(source, plan.writes, Math.max(size, plan.minimumFileSize)) : source;
+  const replayed = await readLayout(view, creator, current);
+  if (plan) assertReplayWithin(plan, replayBound(replayed, size), source.name, logOffset);
+  if (!options.writable) return new VhdxDisk(view, replayed, await view.size(), { ...notes, logReplayedIn: 'memory (file unchanged)' });
   const headers = new HeaderWriter(source, current);
   // §2.2.2: replay is a change to the file (new FileWriteGuid) but not to the disk's contents: the
   // session that wrote the log changed DataWriteGuid before any data change it logged.
   await headers.update({ fileWriteGuid: randomGuid() });
   if (plan) {
-    for (const w of plan.writes) {
-      if (w.data) await source.write(w.data, w.offset);
-      else await writeZeros(source, w.offset, w.length);
-    }
-    if ((await source.size()) < plan.minimumFileSize) await source.truncate(plan.minimumFileSize);
+    await applyReplay(source, plan, size);
     await source.flush();
   }
   await headers.update({ logGuid: NULL_GUID });

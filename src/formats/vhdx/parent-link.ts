@@ -10,6 +10,7 @@ import { PARENT_LOCATOR_GUID } from './metadata-items.js';
 import { MAX_METADATA_ITEM_LENGTH, METADATA_TABLE_SIZE, type MetadataEntry } from './metadata-table.js';
 import { PAGE_SIZE } from './page-cache.js';
 import type { ParentLocator } from './parent-locator.js';
+import { isWin32Absolute } from '../win32-path.js';
 
 /** §2.6.2.6.1 KeyLength and ValueLength are 16-bit byte counts. */
 const MAX_VALUE_BYTES = 0xfffe;
@@ -25,7 +26,7 @@ export function normalizeGuid(text: string, what: string, file: string): string 
 /**
  * §2.6.2.6.3 The locator a rewrite leaves: parent_linkage is the new parent's DataWriteGuid,
  * parent_linkage2 the alternate one (removed when none is given), relative_path and
- * absolute_win32_path the new paths. volume_path is removed: it names the old parent's volume and
+ * absolute_win32_path the new paths (absolute_win32_path only when it is a Win32 path, removed otherwise). volume_path is removed: it names the old parent's volume and
  * the update carries no new one, and a stale path tried before absolute_win32_path could find the
  * wrong file. Every other key/value pair is kept, in its place.
  */
@@ -36,12 +37,14 @@ export function rewriteLocator(old: ParentLocator, link: ParentLinkUpdate, file:
   const set = new Map<string, string>([
     ['parent_linkage', formatLinkage(normalizeGuid(link.identity.dataWriteGuid, 'parent DataWriteGuid', file))],
     ['relative_path', pathValue(link.relativePath, 'relative path', file)],
-    ['absolute_win32_path', pathValue(link.absolutePath, 'absolute path', file)],
   ]);
+  const absolute = pathValue(link.absolutePath, 'absolute path', file);
+  // A path Windows cannot follow is left out, and the old parent's is removed (win32-path.ts).
+  if (isWin32Absolute(absolute)) set.set('absolute_win32_path', absolute);
   if (link.alternateDataWriteGuid !== undefined) {
     set.set('parent_linkage2', formatLinkage(normalizeGuid(link.alternateDataWriteGuid, 'alternate DataWriteGuid', file)));
   }
-  const removed = new Set(['volume_path', 'parent_linkage2']);
+  const removed = new Set(['volume_path', 'parent_linkage2', 'absolute_win32_path']);
   const entries: [string, string][] = [];
   for (const [key, value] of old.entries) {
     if (set.has(key)) {

@@ -1,0 +1,59 @@
+// The console over a running VM (real QEMU under TCG, the test guest): start, the state on the VMs and
+// VM pages, a live checkpoint through the same route as an offline one, an offline-only operation
+// refused with the engine's code while the guest runs, pause/resume, and a hard stop; each step a job.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startConsole } from '../src/console/start.js';
+import { client } from './helpers/console-client.js';
+import { requireGuest, tempFolder } from './helpers/guest.js';
+import { killVm, makeGuestVm } from './helpers/vm-runtime.js';
+
+test('start, live checkpoint, pause/resume and stop of a VM through the console', { timeout: 300_000 }, async (t) => {
+  const image = await requireGuest(t);
+  if (!image) return;
+  const { dir, remove } = await tempFolder('dc-console-rt-');
+  const folder = await makeGuestVm(dir, image, 'guest');
+  const server = await startConsole({ roots: [dir] });
+  const api = client(server.port, server.token);
+  const run = async (path: string, body: object): Promise<any> => {
+    const r = await api.post(path, body);
+    assert.equal(r.status, 200, r.text);
+    return server.jobs.settled(r.json().job.id);
+  };
+  const state = async (): Promise<string> => (await api.get(`/api/vm?path=${encodeURIComponent(folder)}`)).json().state;
+  try {
+    const started = await run('/api/vm/power', { path: folder, action: 'start' });
+    assert.equal(started.state, 'done', JSON.stringify(started.error));
+    assert.equal(started.result.state, 'Running');
+    const { vms } = (await api.get('/api/vms')).json();
+    assert.equal(vms[0].state, 'Running');
+    assert.equal(vms[0].runtime.workerPid, started.result.workerPid);
+    assert.equal(await state(), 'Running');
+
+    const again = await run('/api/vm/power', { path: folder, action: 'start' });
+    assert.equal(again.state, 'failed');
+    assert.equal(again.error.code, 'VM_STATE', 'a running VM does not start twice');
+
+    const live = await run('/api/vm/checkpoint', { path: folder, name: 'Live' });
+    assert.equal(live.state, 'done', JSON.stringify(live.error));
+    assert.equal(live.result.running, true, 'the worker took it live');
+    assert.equal(live.result.checkpoint.name, 'Live');
+
+    const busy = await run('/api/vm/remove', { path: folder, checkpoint: live.result.checkpoint.id, subtree: false });
+    assert.equal(busy.state, 'failed');
+    assert.equal(busy.error.code, 'VM_BUSY', 'the worker holds the VM');
+
+    assert.equal((await run('/api/vm/power', { path: folder, action: 'pause' })).result.state, 'Paused');
+    assert.equal(await state(), 'Paused');
+    assert.equal((await run('/api/vm/power', { path: folder, action: 'resume' })).result.state, 'Running');
+    const stopped = await run('/api/vm/power', { path: folder, action: 'stop', force: true });
+    assert.equal(stopped.state, 'done', JSON.stringify(stopped.error));
+    assert.equal(await state(), 'Off');
+    const { vm } = (await api.get(`/api/vm?path=${encodeURIComponent(folder)}`)).json();
+    assert.deepEqual(vm.checkpoints.map((c: any) => c.name), ['Live']);
+  } finally {
+    await killVm(folder);
+    await server.close();
+    await remove();
+  }
+});
