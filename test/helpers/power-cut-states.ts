@@ -11,7 +11,8 @@
  * reached the disk (journaling file systems commit directory operations in order; this model does not
  * explore reordered ones).
  */
-import { mkdirSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Rng } from './vhdx-util.js';
 import type { ModelEvent, PowerCutRecorder } from './power-cut-recorder.js';
@@ -23,8 +24,8 @@ export interface CrashState {
   point: number;
   label: string;
   files: Map<string, Uint8Array>;
-  /** Files no write or resize touched before the cut keep their modification time (ms). */
-  mtimes: Map<string, number>;
+  /** The times each file shows, where known (path → a file holding them): see statesAt. */
+  times: Map<string, string>;
 }
 
 export interface StateOptions {
@@ -72,8 +73,6 @@ interface Pending {
   /** Per folder: the durable names are applied; these may follow, as a prefix. */
   dirs: Map<string, Array<{ at: number; op: DirOp }>>;
   durableNames: Map<string, number>;
-  /** Inodes written or resized before the cut (durably or not). */
-  written: Set<number>;
 }
 
 function pendingAt(rec: PowerCutRecorder, k: number): Pending {
@@ -93,11 +92,9 @@ function pendingAt(rec: PowerCutRecorder, k: number): Pending {
   const data: Pending['data'] = [];
   const dirs: Pending['dirs'] = new Map();
   const durableNames = new Map(rec.initialNames);
-  const written = new Set<number>();
   for (let i = 0; i < k; i++) {
     const e = rec.events[i]!;
     if (e.kind === 'write' || e.kind === 'truncate') {
-      written.add(e.inode);
       if (i < (flushedBefore.get(e.inode) ?? 0)) durable.set(e.inode, applyData(contentOf(e.inode), e));
       else data.push({ at: i, op: e });
     } else if (e.kind === 'link' || e.kind === 'rename' || e.kind === 'unlink') {
@@ -110,7 +107,7 @@ function pendingAt(rec: PowerCutRecorder, k: number): Pending {
     }
   }
   for (const inode of new Set([...durableNames.values(), ...data.map((d) => d.op.inode), ...[...dirs.values()].flat().flatMap((d) => (d.op.kind === 'link' ? [d.op.inode] : []))])) contentOf(inode);
-  return { durable, data, dirs, durableNames, written };
+  return { durable, data, dirs, durableNames };
 }
 
 function applyData(content: Uint8Array, op: DataOp, sectors?: (s: number) => boolean): Uint8Array {
@@ -189,6 +186,10 @@ function* choicesAt(p: Pending, k: number, options: StateOptions): Generator<Cho
 /** The states a power cut at point `k` may leave. */
 export function* statesAt(rec: PowerCutRecorder, k: number, options: StateOptions): Generator<CrashState> {
   const p = pendingAt(rec, k);
+  // Times: a file's as of its last flush (a flush makes its inode durable), or as recording began;
+  // a file a pending write lands in has new ones (now).
+  const timesOf = new Map(rec.initialTimes);
+  for (const e of rec.events.slice(0, k)) if (e.kind === 'flush' && e.times) timesOf.set(e.inode, e.times);
   const last = rec.events[k - 1];
   const where = last ? `after event ${k - 1} (${describeEvent(last)})` : 'before anything';
   for (const c of choicesAt(p, k, options)) {
@@ -204,13 +205,14 @@ export function* statesAt(rec: PowerCutRecorder, k: number, options: StateOption
       content.set(op.inode, applyData(base === p.durable.get(op.inode) ? base.slice() : base, op, c.torn[i]));
     });
     const files = new Map<string, Uint8Array>();
-    const mtimes = new Map<string, number>();
+    const times = new Map<string, string>();
+    const landed = new Set(p.data.flatMap(({ op }, i) => (c.keep[i] ? [op.inode] : [])));
     for (const [path, inode] of names) {
       files.set(path, content.get(inode)!);
-      const mtime = rec.initialMtimes.get(inode);
-      if (mtime !== undefined && !p.written.has(inode)) mtimes.set(path, mtime);
+      const t = timesOf.get(inode);
+      if (t && !landed.has(inode)) times.set(path, t);
     }
-    yield { point: k, label: `cut ${where}, ${p.data.length} writes pending: ${c.label}`, files, mtimes };
+    yield { point: k, label: `cut ${where}, ${p.data.length} writes pending: ${c.label}`, files, times };
   }
 }
 
@@ -241,8 +243,8 @@ export function materialize(root: string, state: CrashState): void {
   for (const [path, content] of state.files) {
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, content);
-    const mtime = state.mtimes.get(path);
-    if (mtime !== undefined) utimesSync(path, new Date(mtime), new Date(mtime));
+    const t = state.times.get(path);
+    if (t) execFileSync('touch', ['-r', t, path]);
   }
 }
 
