@@ -16,7 +16,10 @@
  * qemu-img convert and fio's random 4 KiB reads as the clients.
  * BENCH_DIRS (comma-separated) replaces the two places; BENCH_RUNS and BENCH_SIZE_MIB set the size;
  * Then the running-VM cases (bench/vm.ts): the guest's pause for production and standard checkpoints, apply time.
- * BENCH_ONLY (convert, merge, nbd or vm, comma-separated) runs some groups only.
+ * Then the checkpoint-tree cases (bench/checkpoints.ts): checkpoint create and apply on four 1 TiB sparse
+ * disks against four 1 GiB ones, and a checkpoint removal merging BENCH_SIZE_MIB of changes against
+ * qemu-img commit of the same data.
+ * BENCH_ONLY (convert, merge, nbd, vm or checkpoints, comma-separated) runs some groups only.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
@@ -25,6 +28,7 @@ import { join } from 'node:path';
 import { runMergeCases, type Measure } from './merge.js';
 import { runNbdCases } from './nbd.js';
 import { runVmCases } from './vm.js';
+import { runCheckpointCases } from './checkpoints.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 7);
 const SIZE_MIB = Number(process.env.BENCH_SIZE_MIB ?? 1024);
@@ -158,6 +162,7 @@ async function runIn(dir: string): Promise<void> {
   if (wanted('merge')) runMergeCases({ dir, cli: CLI, runs: RUNS, sizeMiB: SIZE_MIB, source: raw, keep: process.env.BENCH_KEEP === '1', measure, median });
   if (wanted('nbd')) await runNbdCases({ dir, cli: CLI, runs: RUNS, sizeMiB: SIZE_MIB, vhdx, measure, median });
   if (wanted('vm')) await runVmCases({ dir, runs: RUNS, median });
+  if (wanted('checkpoints')) await runCheckpointCases({ dir, cli: CLI, runs: RUNS, sizeMiB: SIZE_MIB, source: raw, measure, median });
   if (process.env.BENCH_KEEP !== '1') rmSync(dir, { recursive: true, force: true });
 }
 

@@ -327,3 +327,28 @@ test('on a terminal, read -o and convert show progress on stderr; -q and a pipe 
   const piped = dc(['read', 'A/base.vhdx', '-o', 'tty3.bin']);
   assert.equal(piped.stdout + piped.stderr, '');
 });
+
+test('links diskchain writes across folders later (reparent, a merge\'s hand-over) are followed without --search-path', () => {
+  for (const f of ['E', 'F', 'G']) mkdirSync(p(f));
+  assert.equal(dc(['create', 'E/base.vhdx', '--size', '4M', '--block-size', '1M']).status, 0);
+  assert.equal(dc(['write', 'E/base.vhdx', '--offset', '0'], { input: Buffer.alloc(4096, 3) }).status, 0);
+  assert.equal(dc(['create', 'F/mid.avhdx', '--parent', 'E/base.vhdx']).status, 0);
+  assert.equal(dc(['write', 'F/mid.avhdx', '--offset', '4096'], { input: Buffer.alloc(4096, 4) }).status, 0);
+  assert.equal(dc(['create', 'F/top.avhdx', '--parent', 'F/mid.avhdx']).status, 0);
+  const before = dc(['read', 'F/top.avhdx']).raw;
+  // merge F/mid into E/base: the hand-over re-points F/top at E/base, in another folder.
+  const merged = dc(['merge', 'F/mid.avhdx']);
+  assert.equal(merged.status, 0, merged.stderr);
+  const after = dc(['read', 'F/top.avhdx']);
+  assert.equal(after.status, 0, after.stderr);
+  assert.ok(after.raw.equals(before));
+  // reparent onto a copy in a third folder (same identity).
+  writeFileSync(p('G', 'copy.vhdx'), readFileSync(p('E', 'base.vhdx')));
+  const moved = dc(['reparent', 'F/top.avhdx', 'G/copy.vhdx']);
+  assert.equal(moved.status, 0, moved.stderr);
+  const chain = JSON.parse(dc(['chain', 'F/top.avhdx', '--json']).stdout);
+  assert.equal(chain.layers[1].path, p('G', 'copy.vhdx'));
+  assert.ok(dc(['read', 'F/top.avhdx']).raw.equals(before));
+  // Another user, who made none of these links, is refused.
+  oneLineError(dc(['read', 'F/top.avhdx', '--length', '512'], { state: join(dir, 'third-state') }), 4, 'PATH_NOT_ALLOWED');
+});

@@ -37,13 +37,8 @@ export interface ServeHandle {
 
 export const NBD_PORT = 10809;
 
-/**
- * Serves a disk, read through its whole chain, over NBD. Read-only unless `writable`, and writable only
- * when no other disk in its folder depends on it (a checkpoint's parent must not change). The chain's
- * files stay locked while served: the leaf for writing when writable, everything else for reading
- * (see serve-locks.ts). Resolves once the server accepts connections.
- */
-export async function serve(disk: string, options: ServeOptions = {}): Promise<ServeHandle> {
+/** Where to listen, checked before anything is opened. */
+export function listenTarget(options: Pick<ServeOptions, 'socket' | 'port' | 'host' | 'allowRemote' | 'tls'>): ListenOptions {
   if (options.socket !== undefined && (options.port !== undefined || options.host !== undefined)) {
     throw new DiskchainError('INVALID_ARGUMENT', 'listen on a unix socket or on a TCP port, not both');
   }
@@ -51,6 +46,17 @@ export async function serve(disk: string, options: ServeOptions = {}): Promise<S
     ? { socket: options.socket }
     : { host: options.host ?? '127.0.0.1', port: options.port ?? NBD_PORT, allowRemote: options.allowRemote ?? false };
   checkListenAddress(where, options.tls !== undefined);
+  return where;
+}
+
+/**
+ * Serves a disk, read through its whole chain, over NBD. Read-only unless `writable`, and writable only
+ * when no other disk in its folder depends on it (a checkpoint's parent must not change). The chain's
+ * files stay locked while served: the leaf for writing when writable, everything else for reading
+ * (see serve-locks.ts). Resolves once the server accepts connections.
+ */
+export async function serve(disk: string, options: ServeOptions = {}): Promise<ServeHandle> {
+  const where = listenTarget(options);
   const writable = options.writable ?? false;
   if (writable) await refuseIfDependedOn(disk);
   const locks = new ServedLocks();

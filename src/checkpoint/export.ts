@@ -6,7 +6,7 @@
  *   staging     <folder>.diskchain-partial/ (a leftover of a killed export is replaced)
  *   disks       one flattened file per disk, each written and flushed
  *   manifest    vm.json of the new VM
- *   commit      the staging folder renamed to <folder>, the parent folder flushed
+ *   commit      the staging folder renamed to <folder>, the parent folder flushed; then its mark removed
  *
  * A crash before the rename leaves no folder under the target's name.
  */
@@ -21,6 +21,7 @@ import type { LongOperationOptions } from '../ops/progress.js';
 import { ensureSpace } from '../ops/space.js';
 import { measureChain } from '../ops/measure.js';
 import { readCheckpointConfig } from './apply.js';
+import { testPoint } from './test-points.js';
 import { openNodeChain } from './disks.js';
 import { DISKS_DIR, JOURNAL_DIR, MANIFEST_FILE, RUN_DIR, SNAPSHOTS_DIR, type VmFolder } from './folder.js';
 import { MANIFEST_KIND, MANIFEST_VERSION, serializeManifest, type Checkpoint, type DiskNode, type Manifest } from './manifest.js';
@@ -78,6 +79,7 @@ export async function exportCheckpoint(vm: VmFolder, c: Checkpoint, target: stri
   await mkdir(staging, { recursive: true });
   await writeFile(join(staging, STAGING_MARK), '');
   for (const dir of [DISKS_DIR, SNAPSHOTS_DIR, JOURNAL_DIR, RUN_DIR]) await mkdir(join(staging, dir), { recursive: true });
+  testPoint('export:staged');
   const nodes: DiskNode[] = [];
   const disks: ExportResult['disks'] = [];
   try {
@@ -93,7 +95,13 @@ export async function exportCheckpoint(vm: VmFolder, c: Checkpoint, target: stri
           physicalSectorSize: chain.leaf.physicalSectorSize,
         });
         try {
-          const { bytesWritten } = await copyChainInto(chain, out, options);
+          const { bytesWritten } = await copyChainInto(chain, out, {
+            ...(options.signal ? { signal: options.signal } : {}),
+            onProgress: (done, total) => {
+              testPoint('export:copy');
+              options.onProgress?.(done, total);
+            },
+          });
           disks.push({ id: d.id, path: join(folder, ...file.split('/')), format, bytesWritten });
         } finally {
           await out.close();
@@ -102,6 +110,7 @@ export async function exportCheckpoint(vm: VmFolder, c: Checkpoint, target: stri
         await chain.close();
       }
       nodes.push({ id: randomGuid(), disk: d.id, file, parent: null });
+      testPoint(`export:disk:${nodes.length - 1}`);
     }
     await syncFolder(join(staging, DISKS_DIR));
     const id = randomGuid();
@@ -120,9 +129,13 @@ export async function exportCheckpoint(vm: VmFolder, c: Checkpoint, target: stri
       now: { parent: null, disks: Object.fromEntries(nodes.map((n) => [n.disk, n.id])) },
     };
     await writeFileAtomic(join(staging, MANIFEST_FILE), serializeManifest(manifest));
-    await rm(join(staging, STAGING_MARK));
+    testPoint('export:manifest');
     await rename(staging, folder);
     await syncFolder(dirname(folder));
+    testPoint('export:committed');
+    // The mark goes last: a staging folder without it would be refused as not ours.
+    await rm(join(folder, STAGING_MARK), { force: true });
+    await syncFolder(folder);
     return { folder, id, checkpoint: { id: c.id, name: c.name }, disks };
   } catch (e) {
     await rm(staging, { recursive: true, force: true }).catch(() => undefined);

@@ -12,10 +12,11 @@
  */
 import { join } from 'node:path';
 import { readdir } from 'node:fs/promises';
+import { removeFile, syncFolder } from '../io/durable.js';
 import { DiskchainError } from '../io/errors.js';
 import type { LongOperationOptions } from '../ops/progress.js';
 import { runCollapse, settleFollowUp } from './collapse.js';
-import { JOURNAL_DIR, readManifest, type VmFolder } from './folder.js';
+import { JOURNAL_DIR, MANIFEST_FILE, readManifest, type VmFolder } from './folder.js';
 import { listRecords, readRecord, Transaction, type TransactionRecord } from './transaction.js';
 
 export interface RecoveryReport {
@@ -47,6 +48,13 @@ export async function groupDecided(record: TransactionRecord): Promise<boolean> 
 /** Settles every record in the VM's journal (write lock held), oldest first. */
 export async function recoverVm(vm: VmFolder, options: LongOperationOptions = {}): Promise<RecoveryReport[]> {
   const reports: RecoveryReport[] = [];
+  // A record cut before its rename into place (an operation that never began), and a commit's
+  // vm.json.tmp cut before its rename (the record below settles that commit): leftovers, deleted.
+  const journal = join(vm.realFolder, JOURNAL_DIR);
+  const partial = (await readdir(journal).catch(() => [] as string[])).filter((n) => n.endsWith('.json.tmp'));
+  for (const n of partial) await removeFile(join(journal, n));
+  if (partial.length > 0) await syncFolder(journal);
+  await removeFile(join(vm.realFolder, `${MANIFEST_FILE}.tmp`));
   // Collapses first (a removal's record waits for the merges it started), then by start time.
   const records = await Promise.all((await listRecords(vm.realFolder)).map(async (path) => ({ path, record: await readRecord(path) })));
   records.sort((a, b) => Number(b.record.collapse !== null) - Number(a.record.collapse !== null) || (a.record.started < b.record.started ? -1 : 1));
@@ -80,5 +88,5 @@ export async function recoverVm(vm: VmFolder, options: LongOperationOptions = {}
 /** True when the folder's journal holds records (an operation in progress or interrupted). */
 export async function hasPendingRecords(folder: string): Promise<boolean> {
   const names = await readdir(join(folder, JOURNAL_DIR)).catch(() => [] as string[]);
-  return names.some((n) => n.endsWith('.json'));
+  return names.some((n) => n.endsWith('.json') || n.endsWith('.json.tmp'));
 }

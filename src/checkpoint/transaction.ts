@@ -22,10 +22,10 @@
  * did. After the commit the new tree's files all exist. So a crash at any instant leaves a VM that
  * opens with the old tree or the new one.
  */
-import { copyFile, mkdir, open, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, rmdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import * as v from 'valibot';
-import { syncFolder, writeFileAtomic, writeFileAtomicSync } from '../io/durable.js';
+import { removeFile, renameFile, syncFolder, writeFileAtomic, writeFileAtomicSync } from '../io/durable.js';
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import { createChild } from '../chain/create-child.js';
@@ -253,15 +253,15 @@ export class Transaction {
     for (const [i, rel] of this.record.removes.entries()) {
       if (named.has(rel)) continue;
       const abs = this.vm.path(rel);
-      await rm(abs, { force: true });
-      await rm(`${abs}.diskchain-merge.json`, { force: true });
+      await removeFile(abs);
+      await removeFile(`${abs}.diskchain-merge.json`);
       folders.add(dirname(abs));
       // A checkpoint's own folder (Snapshots/<id>/) goes with its last file.
       if (rel.startsWith(`${SNAPSHOTS_DIR}/`)) await rmdir(dirname(abs)).then(() => folders.add(dirname(dirname(abs))), () => undefined);
       testPoint(`${this.record.operation}:removed:${i}`);
     }
     for (const abs of this.record.removeOutside) {
-      await rm(abs, { force: true });
+      await removeFile(abs);
       folders.add(dirname(abs));
     }
     for (const f of folders) await syncFolder(f).catch(() => undefined);
@@ -282,8 +282,8 @@ export class Transaction {
 
   /** Removes the record: the transaction is over. */
   async drop(): Promise<void> {
-    await rm(this.path, { force: true });
-    await rm(`${this.path}.tmp`, { force: true });
+    await removeFile(this.path);
+    await removeFile(`${this.path}.tmp`);
     await syncFolder(dirname(this.path));
   }
 }
@@ -308,7 +308,7 @@ async function exists(path: string): Promise<boolean> {
 /** Copies a file in under a partial name, flushes it, renames it into place. */
 async function copyIn(from: string, to: string): Promise<void> {
   const partial = `${to}.diskchain-partial`;
-  await rm(partial, { force: true });
+  await removeFile(partial);
   await copyFile(from, partial);
   const fh = await open(partial, 'r+');
   try {
@@ -316,7 +316,7 @@ async function copyIn(from: string, to: string): Promise<void> {
   } finally {
     await fh.close();
   }
-  await rename(partial, to);
+  await renameFile(partial, to);
 }
 
 async function runAction(vm: VmFolder, action: Action, options: PrepareOptions): Promise<void> {
@@ -325,13 +325,13 @@ async function runAction(vm: VmFolder, action: Action, options: PrepareOptions):
   switch (action.kind) {
     case 'child': {
       // Nothing has written into a child before its commit: making it again is always safe.
-      await rm(file, { force: true });
+      await removeFile(file);
       const disk = await createChild(file, await vm.realPath(action.parent));
       await disk.close();
       return;
     }
     case 'disk': {
-      await rm(file, { force: true });
+      await removeFile(file);
       const parentFolder = dirname(file);
       const disk = await createDisk(file, action.format, { diskType: 'dynamic', virtualSize: action.size, ...(options.signal ? { signal: options.signal } : {}) });
       await disk.close();
@@ -348,7 +348,7 @@ async function runAction(vm: VmFolder, action: Action, options: PrepareOptions):
       return;
     case 'move':
       if (await exists(file)) return;
-      await rename(action.from, file);
+      await renameFile(action.from, file);
       await syncFolder(dirname(action.from));
       return;
     case 'relink': {
@@ -367,15 +367,15 @@ async function undoAction(vm: VmFolder, action: Action): Promise<void> {
     case 'json':
     case 'state':
     case 'copy':
-      await rm(file, { force: true });
-      await rm(`${file}.tmp`, { force: true });
-      await rm(`${file}.diskchain-partial`, { force: true });
+      await removeFile(file);
+      await removeFile(`${file}.tmp`);
+      await removeFile(`${file}.diskchain-partial`);
       // A checkpoint's own folder goes with its config.
       if (action.file.startsWith(`${SNAPSHOTS_DIR}/`)) await rmdir(dirname(file)).catch(() => undefined);
       return;
     case 'move':
       if ((await exists(file)) && !(await exists(action.from))) {
-        await rename(file, action.from);
+        await renameFile(file, action.from);
         await syncFolder(dirname(action.from));
       }
       return;

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { serve, NBD_PORT, type ServeOptions } from '../api/serve.js';
+import { serveVm } from '../api/serve-vm.js';
 import { setFileWriteMode } from '../io/file-source.js';
 import { DiskchainError } from '../io/errors.js';
 import { EXIT, type Run } from './output.js';
@@ -22,6 +23,8 @@ interface ServeFlags {
   searchPath?: string[];
   ignoreIdMismatch?: boolean;
   sourceFormat?: string;
+  vm?: string;
+  checkpoint?: string;
 }
 
 export function registerServeCommands(program: Command, run: Run): void {
@@ -31,7 +34,9 @@ export function registerServeCommands(program: Command, run: Run): void {
       'serve a disk, read through its whole chain, over NBD to qemu, qemu-img, nbdcopy, nbdinfo or the kernel (read-only unless --writable); ' +
         'prints where it listens once it accepts connections; Ctrl-C or SIGTERM flushes, closes and exits 0',
     )
-    .argument('<disk>')
+    .argument('[disk]', 'the disk (or --vm)')
+    .option('--vm <folder>', "serve every disk of a VM that is not running, one export per disk named by its id (disk0, ...): Now's disks, or a checkpoint's with --checkpoint")
+    .option('--checkpoint <checkpoint>', 'with --vm: the disks as this checkpoint (id or name) froze them, read-only')
     .option('--socket <path>', 'listen on this unix socket (mode 0600)')
     .option('--port <n>', `listen on this TCP port (default ${NBD_PORT}; 0 picks a free one)`)
     .option('--bind <address>', 'the TCP address (default 127.0.0.1)')
@@ -46,14 +51,19 @@ export function registerServeCommands(program: Command, run: Run): void {
     .addOption(sourceFormatOption())
     .option(...SEARCH_PATH_OPTION)
     .option(...IGNORE_ID_OPTION)
-    .action((disk: string, opts: ServeFlags) =>
+    .action((diskArg: string | undefined, opts: ServeFlags) =>
       run(async () => {
         // Many clients share this process: a slow device must not stall the others' reads (see FileWriteMode),
         // and requests in flight are read in parallel: libuv's 4 threads by default, 16 here (read when the
         // pool starts, at the first file operation, which is after this line).
         setFileWriteMode('thread-pool');
         process.env.UV_THREADPOOL_SIZE ??= '16';
-        const handle = await serve(disk, await serveOptions(opts));
+        if ((diskArg === undefined) === (opts.vm === undefined)) throw new DiskchainError('INVALID_ARGUMENT', 'serve a disk or a VM (--vm <folder>), one of them');
+        if (opts.checkpoint !== undefined && opts.vm === undefined) throw new DiskchainError('INVALID_ARGUMENT', '--checkpoint goes with --vm');
+        if (opts.vm !== undefined && (opts.exportName !== undefined || opts.sourceFormat !== undefined)) throw new DiskchainError('INVALID_ARGUMENT', "--vm names each export by its disk's id and knows each disk's format");
+        const disk = diskArg ?? opts.vm!;
+        const options = await serveOptions(opts);
+        const handle = opts.vm !== undefined ? await serveVm(opts.vm, { ...options, ...(opts.checkpoint !== undefined ? { checkpoint: opts.checkpoint } : {}) }) : await serve(disk, options);
         if (opts.allowRemote && !opts.tlsClientCa) {
           process.stderr.write('diskchain serve: warning: listening beyond loopback without --tls-client-ca: TLS encrypts, but anyone who reaches the port can read the disk\n');
         }
@@ -62,6 +72,7 @@ export function registerServeCommands(program: Command, run: Run): void {
           disk,
           writable: !exp!.readOnly,
           size: exp!.size,
+          ...(opts.vm !== undefined ? { exports: handle.exports.map((e) => ({ name: e.name, size: e.size, writable: !e.readOnly })) } : {}),
           ...handle.address,
         };
         if (opts.json) process.stdout.write(JSON.stringify(line) + '\n');
