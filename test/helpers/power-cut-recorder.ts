@@ -8,15 +8,19 @@
  * A flush can be dropped from the model (`dropFlush`): the real flush still happens, but the model
  * treats the writes before it as not durable. This is how the tests show the checker bites.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
 import { setFileEventListener, type FileEvent } from '../../src/io/file-events.js';
 
 export type ModelEvent =
   | { kind: 'write'; inode: number; offset: number; data: Uint8Array }
   | { kind: 'truncate'; inode: number; length: number }
-  /** A flush that returned: every write to the inode before event `since` (its start) is durable. */
-  | { kind: 'flush'; inode: number; since: number; dropped: boolean; where: string }
+  /**
+   * A flush that returned: every write to the inode before event `since` (its start) is durable, and
+   * so are its times, kept in the file `times` (what a crash state restores when no later write lands).
+   */
+  | { kind: 'flush'; inode: number; since: number; dropped: boolean; where: string; times?: string }
   | { kind: 'link'; folder: string; path: string; inode: number }
   | { kind: 'rename'; folder: string; from: string; to: string }
   | { kind: 'unlink'; folder: string; path: string }
@@ -32,6 +36,11 @@ export class PowerCutRecorder {
   readonly initialContent = new Map<number, Uint8Array>();
   /** Names (absolute paths) when recording began. */
   readonly initialNames = new Map<string, number>();
+  /**
+   * Per inode, a file holding its times when recording began (exact to the nanosecond, which a
+   * utimes() call from JavaScript is not): a file nothing writes keeps them through a crash.
+   */
+  readonly initialTimes = new Map<number, string>();
   dropFlush: FlushFilter | undefined;
   droppedFlushes = 0;
   private readonly names = new Map<string, number>();
@@ -49,12 +58,21 @@ export class PowerCutRecorder {
     for (const path of listFiles(rec.root)) {
       const inode = rec.nextInode++;
       rec.initialContent.set(inode, new Uint8Array(readFileSync(path)));
+      rec.initialTimes.set(inode, rec.keepTimes(path, `initial-${inode}`));
       rec.initialNames.set(path, inode);
       rec.names.set(path, inode);
     }
     const previous = setFileEventListener((e) => rec.onEvent(e));
     rec.restore = () => setFileEventListener(previous);
     return rec;
+  }
+
+  /** Copies the times of `path` onto a file of their own (touch -r: exact to the nanosecond); returns its path. */
+  private keepTimes(path: string, name: string): string {
+    const times = join(`${this.root}.times`, name);
+    mkdirSync(dirname(times), { recursive: true });
+    execFileSync('touch', ['-r', path, times]);
+    return times;
   }
 
   stop(): void {
@@ -131,7 +149,7 @@ export class PowerCutRecorder {
         Error.stackTraceLimit = limit;
         const dropped = this.dropFlush?.({ path: f.path, stack }) ?? false;
         if (dropped) this.droppedFlushes++;
-        this.events.push({ kind: 'flush', inode: f.inode, since, dropped, where: stackSummary(stack) });
+        this.events.push({ kind: 'flush', inode: f.inode, since, dropped, where: stackSummary(stack), ...(dropped ? {} : { times: this.keepTimes(f.path, `flush-${this.events.length}`) }) });
         return;
       }
       case 'rename': {

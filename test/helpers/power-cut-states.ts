@@ -11,6 +11,7 @@
  * reached the disk (journaling file systems commit directory operations in order; this model does not
  * explore reordered ones).
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Rng } from './vhdx-util.js';
@@ -23,6 +24,8 @@ export interface CrashState {
   point: number;
   label: string;
   files: Map<string, Uint8Array>;
+  /** The times each file shows, where known (path → a file holding them): see statesAt. */
+  times: Map<string, string>;
 }
 
 export interface StateOptions {
@@ -183,6 +186,10 @@ function* choicesAt(p: Pending, k: number, options: StateOptions): Generator<Cho
 /** The states a power cut at point `k` may leave. */
 export function* statesAt(rec: PowerCutRecorder, k: number, options: StateOptions): Generator<CrashState> {
   const p = pendingAt(rec, k);
+  // Times: a file's as of its last flush (a flush makes its inode durable), or as recording began;
+  // a file a pending write lands in has new ones (now).
+  const timesOf = new Map(rec.initialTimes);
+  for (const e of rec.events.slice(0, k)) if (e.kind === 'flush' && e.times) timesOf.set(e.inode, e.times);
   const last = rec.events[k - 1];
   const where = last ? `after event ${k - 1} (${describeEvent(last)})` : 'before anything';
   for (const c of choicesAt(p, k, options)) {
@@ -198,8 +205,14 @@ export function* statesAt(rec: PowerCutRecorder, k: number, options: StateOption
       content.set(op.inode, applyData(base === p.durable.get(op.inode) ? base.slice() : base, op, c.torn[i]));
     });
     const files = new Map<string, Uint8Array>();
-    for (const [path, inode] of names) files.set(path, content.get(inode)!);
-    yield { point: k, label: `cut ${where}, ${p.data.length} writes pending: ${c.label}`, files };
+    const times = new Map<string, string>();
+    const landed = new Set(p.data.flatMap(({ op }, i) => (c.keep[i] ? [op.inode] : [])));
+    for (const [path, inode] of names) {
+      files.set(path, content.get(inode)!);
+      const t = timesOf.get(inode);
+      if (t && !landed.has(inode)) times.set(path, t);
+    }
+    yield { point: k, label: `cut ${where}, ${p.data.length} writes pending: ${c.label}`, files, times };
   }
 }
 
@@ -230,6 +243,8 @@ export function materialize(root: string, state: CrashState): void {
   for (const [path, content] of state.files) {
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, content);
+    const t = state.times.get(path);
+    if (t) execFileSync('touch', ['-r', t, path]);
   }
 }
 

@@ -24,23 +24,29 @@ export interface WriterOutcome {
   stderr: string;
 }
 
-/** Runs the crash writer on `path` and SIGKILLs it `ms` after it printed "ready". */
-export function runSetParentWriter(path: string, linksPath: string, count: number, ms: number): Promise<WriterOutcome> {
+/**
+ * Runs the crash writer on `path` and SIGKILLs it once it has printed "ready" and then `afterSets`
+ * "set N" lines: an event, never a delay. The writer goes on while the signal travels, so the kill
+ * lands during a later setParent (or between two).
+ */
+export function runSetParentWriter(path: string, linksPath: string, count: number, afterSets: number): Promise<WriterOutcome> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [WRITER, path, linksPath, String(count)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let stderr = '';
-    let timer: NodeJS.Timeout | undefined;
+    let killed = false;
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (chunk: string) => {
       out += chunk;
-      if (out.includes('ready\n')) timer ??= setTimeout(() => child.kill('SIGKILL'), ms);
+      if (!killed && out.includes('ready\n') && (out.match(/^set \d+$/gm)?.length ?? 0) >= afterSets) {
+        killed = true;
+        child.kill('SIGKILL');
+      }
     });
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk: string) => (stderr += chunk));
     child.on('error', reject);
     child.on('close', (_code, signal) => {
-      if (timer) clearTimeout(timer);
       const acked = [...out.matchAll(/^set (\d+)$/gm)].map((m) => Number(m[1]));
       resolve({ acked: acked.length ? Math.max(...acked) : 0, killed: signal === 'SIGKILL', done: out.includes('done\n'), stderr });
     });
