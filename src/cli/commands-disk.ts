@@ -5,8 +5,12 @@ import { inspect, type DiskInfo, type ParentInfo } from '../api/info.js';
 import { resize } from '../api/resize.js';
 import { DiskchainError } from '../io/errors.js';
 import { Option } from 'commander';
+<<<<<<< HEAD
 import { EXIT, printJson, say, type Run } from './output.js';
 import { FORCE_SHARE_OPTION, forceShareOptions } from './force-share.js';
+=======
+import { EXIT, interruptSignal, printJson, progressBar, say, type Run } from './output.js';
+>>>>>>> main
 import { formatOfName, refuseIgnored, sourceFormat, sourceFormatOption, targetFormat } from './formats.js';
 import { parentSearch, SEARCH_PATH_OPTION } from './search-path.js';
 import { formatBytes, parseSize } from './sizes.js';
@@ -78,13 +82,16 @@ export function registerDiskCommands(program: Command, run: Run): void {
           if (opts.type !== undefined && opts.type !== 'fixed' && opts.type !== 'dynamic') throw new DiskchainError('INVALID_ARGUMENT', `--type must be fixed or dynamic, not ${opts.type}`);
           if (format === 'raw') refuseIgnored([[opts.type, '--type'], [opts.blockSize, '--block-size'], [opts.logicalSector, '--logical-sector'], [opts.physicalSector, '--physical-sector']], 'to a raw image (a sparse file of --size bytes)');
           if (format === 'vhd') refuseIgnored([[opts.logicalSector, '--logical-sector'], [opts.physicalSector, '--physical-sector']], 'to a VHD (its sectors are 512 bytes)');
+          const bar = progressBar('allocate');
           created = await createDisk(disk, format, {
             diskType: format === 'raw' ? 'fixed' : (opts.type as 'fixed' | 'dynamic' | undefined) ?? 'dynamic',
             virtualSize: parseSize(opts.size),
             ...(opts.logicalSector !== undefined ? { logicalSectorSize: sectorSize(opts.logicalSector, '--logical-sector') } : format === 'vhdx' ? { logicalSectorSize: 512 } : {}),
             ...(opts.physicalSector !== undefined ? { physicalSectorSize: sectorSize(opts.physicalSector, '--physical-sector') } : format === 'vhdx' ? { physicalSectorSize: 4096 } : {}),
             ...(blockSize ? { blockSize } : {}),
-          });
+            onProgress: bar.onProgress,
+            signal: interruptSignal(),
+          }).finally(() => bar.stop());
         }
         const facts = { path: disk, format: created.format, diskType: created.diskType, virtualSize: created.virtualSize, blockSize: created.blockSize };
         await created.close();

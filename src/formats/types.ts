@@ -131,6 +131,8 @@ export interface CreateOptions {
   physicalSectorSize?: number;
   parent?: ParentSpec;
   signal?: AbortSignal;
+  /** Fixed disks: bytes of the data area written so far, out of its length (they are written out in full). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface OpenOptions {

@@ -1,3 +1,4 @@
+import { throwIfAborted } from './errors.js';
 /**
  * A random-access store of bytes: a file or a memory buffer.
  * Offsets are plain numbers (safe integers; files are well below 2^53 bytes).
@@ -26,6 +27,29 @@ export async function writeZeros(source: ByteSource, offset: number, length: num
   for (let done = 0; done < length; done += chunk.length) {
     const n = Math.min(chunk.length, length - done);
     await source.write(chunk.subarray(0, n), offset + done);
+  }
+}
+
+const ALLOCATE_CHUNK = 4 * 1024 * 1024;
+
+/**
+ * Writes `length` zero bytes at `offset` so the file system allocates them (a fixed disk is fully
+ * allocated, as Hyper-V makes it: its writes never fail later for want of space). 4 MiB at a time,
+ * checking `signal` and reporting progress between chunks; memory stays at one chunk.
+ */
+export async function allocateZeros(
+  source: ByteSource,
+  offset: number,
+  length: number,
+  options: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
+): Promise<void> {
+  const chunk = new Uint8Array(Math.min(length, ALLOCATE_CHUNK));
+  for (let done = 0; done < length; ) {
+    throwIfAborted(options.signal);
+    const n = Math.min(chunk.length, length - done);
+    await source.write(chunk.subarray(0, n), offset + done);
+    done += n;
+    options.onProgress?.(done, length);
   }
 }
 

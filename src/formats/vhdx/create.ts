@@ -1,4 +1,4 @@
-import { writeZeros, type ByteSource } from '../../io/byte-source.js';
+import { allocateZeros, writeZeros, type ByteSource } from '../../io/byte-source.js';
 import { DiskchainError } from '../../io/errors.js';
 import { NULL_GUID, randomGuid } from '../../io/guid.js';
 import type { CreateOptions } from '../types.js';
@@ -92,7 +92,7 @@ export async function createVhdx(source: ByteSource, options: CreateOptions): Pr
   await writeMetadataRegion(source, items);
 
   if (fixed) {
-    // Every payload block FULLY_PRESENT, in order after the BAT (the file stays sparse).
+    // Every payload block FULLY_PRESENT, in order after the BAT, and written out (allocated) in full.
     const page = new Uint8Array(MIB);
     let pageStart = 0;
     for (let block = 0; block < bat.payloadBlocks; block++) {
@@ -105,7 +105,7 @@ export async function createVhdx(source: ByteSource, options: CreateOptions): Pr
       encodeBatEntry(page, at - pageStart, { state: PAYLOAD_BLOCK_FULLY_PRESENT, fileOffset: dataStart + block * blockSize });
     }
     await source.write(page, BAT_OFFSET + pageStart);
-    await source.truncate(dataStart + bat.payloadBlocks * blockSize);
+    await allocateZeros(source, dataStart, bat.payloadBlocks * blockSize, options);
   } else {
     await source.truncate(dataStart);
   }
