@@ -5,12 +5,8 @@ import { inspect, type DiskInfo, type ParentInfo } from '../api/info.js';
 import { resize } from '../api/resize.js';
 import { DiskchainError } from '../io/errors.js';
 import { Option } from 'commander';
-<<<<<<< HEAD
-import { EXIT, printJson, say, type Run } from './output.js';
-import { FORCE_SHARE_OPTION, forceShareOptions } from './force-share.js';
-=======
 import { EXIT, interruptSignal, printJson, progressBar, say, type Run } from './output.js';
->>>>>>> main
+import { FORCE_SHARE_OPTION, forceShareOptions } from './force-share.js';
 import { formatOfName, refuseIgnored, sourceFormat, sourceFormatOption, targetFormat } from './formats.js';
 import { parentSearch, SEARCH_PATH_OPTION } from './search-path.js';
 import { formatBytes, parseSize } from './sizes.js';
