@@ -9,7 +9,7 @@
  * treats the writes before it as not durable. This is how the tests show the checker bites.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
 import { setFileEventListener, type FileEvent } from '../../src/io/file-events.js';
 
@@ -149,7 +149,11 @@ export class PowerCutRecorder {
         Error.stackTraceLimit = limit;
         const dropped = this.dropFlush?.({ path: f.path, stack }) ?? false;
         if (dropped) this.droppedFlushes++;
-        this.events.push({ kind: 'flush', inode: f.inode, since, dropped, where: stackSummary(stack), ...(dropped ? {} : { times: this.keepTimes(f.path, `flush-${this.events.length}`) }) });
+        // The times are read through a name the file has now: the name it was opened by may be gone
+        // (a create publishes its staged file by a hard link, then removes the staged name).
+        const named = existsSync(f.path) ? f.path : [...this.names].find(([, inode]) => inode === f.inode)?.[0];
+        const times = dropped || named === undefined ? {} : { times: this.keepTimes(named, `flush-${this.events.length}`) };
+        this.events.push({ kind: 'flush', inode: f.inode, since, dropped, where: stackSummary(stack), ...times });
         return;
       }
       case 'rename': {
