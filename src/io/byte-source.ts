@@ -21,29 +21,20 @@ export interface ByteSource {
   close(): Promise<void>;
 }
 
-/** Writes `length` zero bytes at `offset`, 1 MiB at a time. */
-export async function writeZeros(source: ByteSource, offset: number, length: number): Promise<void> {
-  const chunk = new Uint8Array(Math.min(length, 1024 * 1024));
-  for (let done = 0; done < length; done += chunk.length) {
-    const n = Math.min(chunk.length, length - done);
-    await source.write(chunk.subarray(0, n), offset + done);
-  }
-}
-
-const ALLOCATE_CHUNK = 4 * 1024 * 1024;
+const ZERO_CHUNK = 4 * 1024 * 1024;
 
 /**
- * Writes `length` zero bytes at `offset` so the file system allocates them (a fixed disk is fully
- * allocated, as Hyper-V makes it: its writes never fail later for want of space). 4 MiB at a time,
- * checking `signal` and reporting progress between chunks; memory stays at one chunk.
+ * Writes `length` zero bytes at `offset`, so they are allocated (the VHDX log; a fixed disk's data
+ * area, fully allocated as Hyper-V makes it). 4 MiB at a time, checking `signal` and reporting
+ * progress between chunks; memory stays at one chunk.
  */
-export async function allocateZeros(
+export async function writeZeros(
   source: ByteSource,
   offset: number,
   length: number,
   options: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<void> {
-  const chunk = new Uint8Array(Math.min(length, ALLOCATE_CHUNK));
+  const chunk = new Uint8Array(Math.min(length, ZERO_CHUNK));
   for (let done = 0; done < length; ) {
     throwIfAborted(options.signal);
     const n = Math.min(chunk.length, length - done);

@@ -1,5 +1,5 @@
 import { isPowerOfTwo } from '../../io/binary.js';
-import { allocateZeros, type ByteSource } from '../../io/byte-source.js';
+import { writeZeros, type ByteSource } from '../../io/byte-source.js';
 import { DiskchainError, throwIfAborted } from '../../io/errors.js';
 import type { CreateOptions } from '../types.js';
 import { batByteLength, emptyBat } from './bat.js';
@@ -69,7 +69,7 @@ export async function writeNewVhd(source: ByteSource, options: CreateOptions): P
 
   if (diskType === 'fixed') {
     // The data area is written out (allocated) in full, as Hyper-V makes a fixed VHD; the footer follows it.
-    await allocateZeros(source, 0, size, options);
+    await writeZeros(source, 0, size, options);
     await source.write(footer, size);
     await source.flush();
     return;

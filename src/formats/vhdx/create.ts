@@ -1,4 +1,4 @@
-import { allocateZeros, writeZeros, type ByteSource } from '../../io/byte-source.js';
+import { writeZeros, type ByteSource } from '../../io/byte-source.js';
 import { DiskchainError } from '../../io/errors.js';
 import { NULL_GUID, randomGuid } from '../../io/guid.js';
 import type { CreateOptions } from '../types.js';
@@ -105,7 +105,7 @@ export async function createVhdx(source: ByteSource, options: CreateOptions): Pr
       encodeBatEntry(page, at - pageStart, { state: PAYLOAD_BLOCK_FULLY_PRESENT, fileOffset: dataStart + block * blockSize });
     }
     await source.write(page, BAT_OFFSET + pageStart);
-    await allocateZeros(source, dataStart, bat.payloadBlocks * blockSize, options);
+    await writeZeros(source, dataStart, bat.payloadBlocks * blockSize, options);
   } else {
     await source.truncate(dataStart);
   }
