@@ -124,7 +124,7 @@ export class VmWorker implements WorkerInternals {
   private ending: Promise<void> | undefined;
   private guestShutdown = false;
   private resolveEnded!: (status: VmStatus) => void;
-  private readonly liveOps = new Map<string, LiveOperation>();
+  private readonly liveOps = new Map<string, { fn: LiveOperation; exclusive: boolean }>();
   readonly started = new Date();
   /** Settles once the VM is off or saved and everything is closed (the lock released). */
   readonly ended: Promise<VmStatus>;
@@ -198,9 +198,9 @@ export class VmWorker implements WorkerInternals {
     return this.vm.manifest.config.guestAgent === false ? undefined : runPath(this.vm.realFolder, 'agent');
   }
 
-  /** Adds an operation the control socket accepts (live-checkpoint.ts registers checkpoint and apply). */
-  register(op: string, fn: LiveOperation): void {
-    this.liveOps.set(op, fn);
+  /** Adds an operation the control socket accepts (live-checkpoint.ts: checkpoint, apply); `exclusive: false` answers at once (progress, cancel). */
+  register(op: string, fn: LiveOperation, options: { exclusive?: boolean } = {}): void {
+    this.liveOps.set(op, { fn, exclusive: options.exclusive ?? true });
   }
 
   status(): VmStatus {
@@ -314,7 +314,7 @@ export class VmWorker implements WorkerInternals {
         return this.save();
     }
     const live = this.liveOps.get(op);
-    if (live) return this.exclusive(op, () => live(this, args));
+    if (live) return live.exclusive ? this.exclusive(op, () => live.fn(this, args)) : live.fn(this, args);
     return Promise.reject(new DiskchainError('INVALID_ARGUMENT', `the worker knows no operation "${op}"`, { op }));
   }
 
