@@ -8,10 +8,10 @@ import assert from 'node:assert/strict';
 import { EXIT_CODES_HELP, exitCodeFor } from '../src/cli/output.js';
 import type { ErrorCode } from '../src/io/errors.js';
 import { createChild } from '../src/api/create.js';
+import { CLI } from './helpers/cli.js';
 
 /** What a new user trips over (issue 10): errors, options, formats, remembered links, small things. */
 
-const CLI = new URL('../bin/diskchain.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'diskchain-ux-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 /** The link store of these tests' "user" (and of a second user, who never made the links). */

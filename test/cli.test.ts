@@ -9,8 +9,8 @@ import { convert, partialPath } from '../src/api/convert.js';
 import { isDiskchainError } from '../src/io/errors.js';
 import { qemuImg, requireOracle } from './helpers/oracles.js';
 import { realFixture } from './helpers/fixtures.js';
+import { CLI } from './helpers/cli.js';
 
-const CLI = new URL('../bin/diskchain.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'diskchain-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 

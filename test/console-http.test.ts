@@ -16,6 +16,7 @@ import { buildChain, chainHash } from './helpers/merge-chain.js';
 import { client, readEvents, request, type Reply } from './helpers/console-client.js';
 import { qemuImg, requireOracle } from './helpers/oracles.js';
 import { MIB, randomBytesFrom } from './helpers/vhdx-util.js';
+import { CLI } from './helpers/cli.js';
 
 let work: string;
 let root: string;
@@ -160,7 +161,6 @@ test('bad input gets a JSON error with the engine code, never a stack', async ()
 });
 
 test('the command refuses a non-loopback bind without --allow-remote, and bad options, before listening', () => {
-  const bin = new URL('../bin/diskchain.js', import.meta.url).pathname;
   const cases: Array<[string[], RegExp]> = [
     [['--bind', '0.0.0.0'], /INVALID_ARGUMENT: --bind 0\.0\.0\.0 would expose the console beyond this machine; add --allow-remote/],
     [['--bind', 'example.com', '--allow-remote'], /--bind takes an IP address/],
@@ -168,7 +168,7 @@ test('the command refuses a non-loopback bind without --allow-remote, and bad op
     [['--root', join(work, 'missing')], /root .*missing does not exist/],
   ];
   for (const [args, message] of cases) {
-    const r = spawnSync(process.execPath, [bin, 'console', '--root', root, ...args], { encoding: 'utf8', timeout: 20_000 });
+    const r = spawnSync(process.execPath, [CLI, 'console', '--root', root, ...args], { encoding: 'utf8', timeout: 20_000 });
     assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, message);
     assert.doesNotMatch(r.stderr, /\n\s+at /);

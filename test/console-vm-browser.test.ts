@@ -166,19 +166,35 @@ test('the VM pages in chromium: the tree, every checkpoint action with its resul
   await page.getByRole('textbox', { name: 'New name' }).press('Enter');
   await tree.getByRole('treeitem', { name: 'Tuned' }).waitFor();
 
-  // Export: a target outside the roots is refused in the dialog; then the default target.
+  // Export: the new VM's name (checked as typed) and its folder, which follows the name until edited;
+  // a target outside the roots is refused in the dialog; then the name's folder.
   await rowOf(tree, 'Updates').click();
   await page.getByRole('button', { name: 'Export' }).click();
   const exp = page.getByRole('dialog', { name: 'Export checkpoint' });
+  const vmName = exp.getByRole('textbox', { name: 'Name of the new VM' });
   const target = exp.getByRole('textbox', { name: 'New VM folder' });
-  const defaultTarget = await target.inputValue();
-  assert.equal(defaultTarget, `${folder}-Updates`);
+  const exportButton = exp.getByRole('button', { name: 'Export' });
+  assert.equal(await vmName.inputValue(), 'web01 - Updates');
+  assert.equal(await target.inputValue(), `${folder}-Updates`);
+  await vmName.fill('x'.repeat(101));
+  assert.match((await exp.getByRole('alert').textContent())!, /at most 100 characters \(this one has 101\)/);
+  assert.equal(await vmName.getAttribute('aria-invalid'), 'true');
+  assert.equal(await exportButton.isDisabled(), true, 'a name over the limit cannot be sent');
+  await vmName.fill('  ');
+  assert.match((await exp.getByRole('alert').textContent())!, /A name is needed/);
+  await vmName.fill('web01 as of Updates');
+  assert.equal(await exp.getByRole('alert').count(), 0);
+  const exportTarget = join(root, 'web01-as-of-Updates');
+  assert.equal(await target.inputValue(), exportTarget, 'the folder follows the name');
   await target.fill(join(work, 'outside-export'));
-  await exp.getByRole('button', { name: 'Export' }).click();
+  await vmName.fill('web01 exported');
+  assert.equal(await target.inputValue(), join(work, 'outside-export'), 'a folder typed by hand stays');
+  await exportButton.click();
   assert.match((await exp.getByRole('alert', { name: 'Export refused' }).textContent())!, /PATH_NOT_ALLOWED/);
-  await target.fill(defaultTarget);
-  await exp.getByRole('button', { name: 'Export' }).click();
+  await target.fill(exportTarget);
+  await exportButton.click();
   await jobs.getByRole('listitem', { name: /^Export checkpoint .*: Done$/ }).waitFor({ timeout: 120_000 });
+  assert.equal((await readManifest(exportTarget)).name, 'web01 exported');
 
   // Group checkpoint of both VMs, from the VMs page.
   await page.getByRole('navigation', { name: 'Pages' }).getByRole('link', { name: 'VMs' }).click();
@@ -187,7 +203,7 @@ test('the VM pages in chromium: the tree, every checkpoint action with its resul
   await page.getByRole('textbox', { name: 'Group checkpoint name' }).fill('Both');
   await page.getByRole('button', { name: 'Group checkpoint' }).click();
   await jobs.getByRole('listitem', { name: /^Group checkpoint "Both".*: Done$/ }).waitFor({ timeout: 60_000 });
-  await page.getByRole('row', { name: /web01-Updates/ }).waitFor();
+  await page.getByRole('row', { name: /web01 exported/ }).waitFor();
 
   // On disk: the tree and every checkpoint's content as the model says (the console's steps replayed).
   const m = await readManifest(folder);
@@ -204,11 +220,11 @@ test('the VM pages in chromium: the tree, every checkpoint action with its resul
   } finally {
     await vm.close();
   }
-  const copy = await openVm(defaultTarget, { lock: 'read' });
+  const copy = await openVm(exportTarget, { lock: 'read' });
   try {
     const expected = model.checkpoints.get(ids.Updates!)!.content[0]!;
     assert.ok((await readWhole(copy, 'disk0')).equals(expected), 'the export reads as Updates did');
-    if (requireOracle(t, 'qemu-img')) assertExportedDisk(join(defaultTarget, copy.manifest.nodes[0]!.file), 'vhdx', expected, work);
+    if (requireOracle(t, 'qemu-img')) assertExportedDisk(join(exportTarget, copy.manifest.nodes[0]!.file), 'vhdx', expected, work);
   } finally {
     await copy.close();
   }

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { openVm } from '../src/api/vm.js';
+import { readManifest } from '../src/checkpoint/folder.js';
 import { startConsole, type RunningConsole } from '../src/console/start.js';
 import { client, readEvents, request, type Reply } from './helpers/console-client.js';
 import { requireOracle } from './helpers/oracles.js';
@@ -143,7 +144,13 @@ test('create, apply with checkpoint-first, rename, export, group checkpoint: eac
   }
   const again = await runJob('/api/vm/export', { path: folder, checkpoint: ids.Updates, target: join(root, 'other-export') });
   assert.equal(again.job.state, 'done');
-  assertError(await api.post('/api/vm/export', { path: folder, checkpoint: ids.Updates, target }), 500, 'IO');
+  assertError(await api.post('/api/vm/export', { path: folder, checkpoint: ids.Updates, target }), 409, 'EXISTS');
+  // The new VM's name: Hyper-V's limit, refused before anything is copied; a good one lands in vm.json.
+  for (const name of ['x'.repeat(101), '   ']) assertError(await api.post('/api/vm/export', { path: folder, checkpoint: ids.Updates, target: join(root, 'named-export'), name }), 400, 'INVALID_ARGUMENT');
+  assert.equal(existsSync(join(root, 'named-export')), false, 'a refused name creates nothing');
+  const named = await runJob('/api/vm/export', { path: folder, checkpoint: ids.Updates, target: join(root, 'named-export'), name: ' web01 as of Updates ' });
+  assert.equal(named.job.state, 'done', JSON.stringify(named.job.error));
+  assert.equal((await readManifest(join(root, 'named-export'))).name, 'web01 as of Updates');
 
   const group = await runJob('/api/vms/checkpoint', { paths: [folder, target], name: 'Both' });
   assert.equal(group.job.state, 'done', JSON.stringify(group.job.error));
@@ -151,7 +158,7 @@ test('create, apply with checkpoint-first, rename, export, group checkpoint: eac
   model.create(group.job.result.checkpoints.find((c: any) => c.folder === folder).checkpoint.id, 'Both');
   await check('after the group checkpoint');
   const { vms } = ok(await api.get('/api/vms'));
-  assert.deepEqual(vms.map((v: any) => v.folder).sort(), [target, join(root, 'other-export'), folder].sort());
+  assert.deepEqual(vms.map((v: any) => v.folder).sort(), [target, join(root, 'other-export'), join(root, 'named-export'), folder].sort());
 });
 
 test('refusals: no token, paths outside the roots, engine errors with their codes, nothing changed', async () => {

@@ -10,8 +10,8 @@ import type { FormatName } from '../src/formats/types.js';
 import { isDiskchainError } from '../src/io/errors.js';
 import { qemuImg, requireOracle } from './helpers/oracles.js';
 import { fileSha256, MIB, randomBytesFrom, readAll, sha256, tempDir } from './helpers/vhdx-util.js';
+import { CLI } from './helpers/cli.js';
 
-const CLI = new URL('../bin/diskchain.js', import.meta.url).pathname;
 const { dir, cleanup } = tempDir('diskchain-convert-');
 after(cleanup);
 

@@ -18,9 +18,9 @@ import { isDiskchainError } from '../src/io/errors.js';
 import { realFixture } from './helpers/fixtures.js';
 import { qemuImg, requireOracle } from './helpers/oracles.js';
 import { fileSha256, MIB, Rng } from './helpers/vhdx-util.js';
+import { CLI as MAIN } from './helpers/cli.js';
 
 const GIB = 1024 * MIB;
-const MAIN = new URL('../bin/diskchain.js', import.meta.url).pathname;
 
 function dc(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' });

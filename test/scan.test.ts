@@ -14,8 +14,8 @@ import { scanFolders, shellQuote, type ScanReport } from '../src/ops/scan.js';
 import { patchHeader } from './helpers/vhd-images.js';
 import { pseudoRandomBytes } from './helpers/vhd-util.js';
 import { updateHeader } from './helpers/vhdx-damage.js';
+import { CLI as MAIN } from './helpers/cli.js';
 
-const MAIN = new URL('../bin/diskchain.js', import.meta.url).pathname;
 const MiB = 1024 * 1024;
 
 function tempDir(t: TestContext): string {

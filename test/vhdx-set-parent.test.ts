@@ -21,9 +21,9 @@ import { assertCheckClean, assertCode, assertOneOf, chainSha, crashStates, layer
 import { RecordingSource } from './helpers/vhd-util.js';
 import { relayoutMetadata } from './helpers/vhdx-metadata.js';
 import { describeFindings, fileSha256, MIB, randomBytesFrom, Rng, sha256, tempDir } from './helpers/vhdx-util.js';
+import { CLI } from './helpers/cli.js';
 
 const SIZE = 12 * MIB + 512 * 7;
-const CLI = new URL('../bin/diskchain.js', import.meta.url).pathname;
 let root: string;
 let cleanup: () => void;
 before(() => ({ dir: root, cleanup } = tempDir('diskchain-vhdx-setparent-')));

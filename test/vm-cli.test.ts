@@ -13,10 +13,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { createVm, openVm } from '../src/api/vm.js';
 import { isDiskchainError } from '../src/io/errors.js';
+import { CLI as MAIN } from './helpers/cli.js';
 
 const MIB = 1024 * 1024;
-
-const MAIN = new URL('../bin/diskchain.js', import.meta.url).pathname;
 
 function dc(args: string[]): { status: number | null; stdout: string; stderr: string; json: any } { // eslint-disable-line @typescript-eslint/no-explicit-any
   const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' });

@@ -14,8 +14,8 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { createVm, openVm } from '../src/api/vm.js';
 import { isDiskchainError } from '../src/io/errors.js';
+import { CLI as MAIN } from './helpers/cli.js';
 
-const MAIN = new URL('../bin/diskchain.js', import.meta.url).pathname;
 const MIB = 1024 * 1024;
 
 /** Every file under the folder: vm.json by its hash, the others by size, inode and modification time (the lock's owner file left out). */

@@ -21,8 +21,8 @@ import { openVm } from '../src/api/vm.js';
 import { changedRuns, fatGet, fatList, fatPut, makeFat } from './helpers/fat.js';
 import { qemuImg, requireOracle } from './helpers/oracles.js';
 import { readWhole } from './helpers/vm-model.js';
+import { CLI as MAIN } from './helpers/cli.js';
 
-const MAIN = new URL('../bin/diskchain.js', import.meta.url).pathname;
 const MIB = 1024 * 1024;
 
 function dc(args: string[]): string {

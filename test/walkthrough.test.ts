@@ -25,8 +25,8 @@ import { join, resolve } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { changedRuns, fatDir, fatGet, fatList, fatPut, makeFat } from './helpers/fat.js';
 import { pyvhdiSha256, qemuImg, requireOracle } from './helpers/oracles.js';
+import { CLI as MAIN } from './helpers/cli.js';
 
-const MAIN = new URL('../bin/diskchain.js', import.meta.url).pathname;
 const MiB = 1024 * 1024;
 const IMAGE_SIZE = 64 * MiB;
 

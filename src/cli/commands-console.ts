@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { DiskchainError } from '../io/errors.js';
 import { EXIT, type Run } from './output.js';
+import { untilStopSignal } from './stop-signal.js';
 
 export function registerConsoleCommands(program: Command, run: Run): void {
   program
@@ -22,11 +23,9 @@ export function registerConsoleCommands(program: Command, run: Run): void {
           },
         );
         if (server.warning) process.stderr.write(server.warning + '\n');
+        const stopped = untilStopSignal();
         process.stdout.write(`diskchain console: ${server.url}\n`);
-        await new Promise<void>((resolve) => {
-          process.once('SIGINT', resolve);
-          process.once('SIGTERM', resolve);
-        });
+        await stopped;
         process.stderr.write('diskchain console: stopping (running jobs stop at a safe point)\n');
         await server.close();
         return EXIT.ok;

@@ -5,6 +5,7 @@ import { serveVm } from '../api/serve-vm.js';
 import { setFileWriteMode } from '../io/file-source.js';
 import { DiskchainError } from '../io/errors.js';
 import { EXIT, type Run } from './output.js';
+import { untilStopSignal } from './stop-signal.js';
 import { sourceFormat, sourceFormatOption } from './formats.js';
 import { IGNORE_ID_OPTION, SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
 
@@ -67,6 +68,7 @@ export function registerServeCommands(program: Command, run: Run): void {
         if (opts.allowRemote && !opts.tlsClientCa) {
           process.stderr.write('diskchain serve: warning: listening beyond loopback without --tls-client-ca: TLS encrypts, but anyone who reaches the port can read the disk\n');
         }
+        const stopped = untilStopSignal();
         const [exp] = handle.exports;
         const line = {
           disk,
@@ -81,10 +83,7 @@ export function registerServeCommands(program: Command, run: Run): void {
           process.stdout.write(`serving ${disk} (${line.writable ? 'writable' : 'read-only'}, ${exp!.size} bytes) on ${where}${handle.address.tls ? ' with TLS' : ''}\n`);
           for (const [name, uri] of Object.entries(handle.address.uris)) process.stdout.write(`  export "${name}": ${uri}\n`);
         }
-        await new Promise<void>((resolve) => {
-          process.once('SIGINT', resolve);
-          process.once('SIGTERM', resolve);
-        });
+        await stopped;
         await handle.close();
         if (!opts.json) process.stderr.write('stopped: disks flushed and closed\n');
         return EXIT.ok;

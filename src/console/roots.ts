@@ -59,7 +59,7 @@ export class Roots {
     if (name === '' || name === '.' || name === '..') throw new DiskchainError('INVALID_ARGUMENT', 'the path does not end in a file name', { file: abs });
     const folder = await this.existing(dirname(abs));
     const target = resolve(folder, name);
-    if (await lstat(target).catch(() => undefined)) throw new DiskchainError('IO', 'the target already exists', { file: target, errno: 'EEXIST' });
+    if (await lstat(target).catch(() => undefined)) throw new DiskchainError('EXISTS', `${target} already exists: pick a new name`, { file: target });
     return target;
   }
 

@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import { DiskchainError, importVm, scanFolders, type ScanReport } from '../api/index.js';
 import type { ConsoleContext } from './server.js';
 import { planStepCall } from './recovery-steps.js';
+import { checkVmName } from './vm-name.js';
 
 interface ScanState {
   folder: string;
@@ -120,7 +121,8 @@ export function registerRecoveryRoutes(app: FastifyInstance, { roots, jobs }: Co
       },
     },
     async (req) => {
-      const { scan, adopt, name } = req.body;
+      const { scan, adopt } = req.body;
+      const name = checkVmName(req.body.name);
       const s = stateOf(scan);
       const source = await roots.existing(s.folder);
       const target = await roots.fresh(req.body.target);

@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import { applyVm, checkpointVm, groupCheckpoint, pauseVm, removeVm, resumeVm, saveVm, startVm, stopVm, withVm } from '../api/index.js';
 import type { JobContext } from './jobs.js';
 import type { ConsoleContext } from './server.js';
+import { checkVmName } from './vm-name.js';
 
 const str = (max: number) => ({ type: 'string', minLength: 1, maxLength: max }) as const;
 const PATH = str(4096);
@@ -76,10 +77,11 @@ export function registerVmActionRoutes(app: FastifyInstance, { roots, jobs }: Co
     return { result };
   });
 
-  app.post<{ Body: { path: string; checkpoint: string; target: string; format?: 'vhdx' | 'vhd' | 'raw' } }>(
+  app.post<{ Body: { path: string; checkpoint: string; target: string; name?: string; format?: 'vhdx' | 'vhd' | 'raw' } }>(
     '/api/vm/export',
-    body({ path: PATH, checkpoint: REF, target: PATH, format: { enum: ['vhdx', 'vhd', 'raw'] } }, ['path', 'checkpoint', 'target']),
+    body({ path: PATH, checkpoint: REF, target: PATH, name: NAME, format: { enum: ['vhdx', 'vhd', 'raw'] } }, ['path', 'checkpoint', 'target']),
     async (req) => {
+      const name = checkVmName(req.body.name);
       const folder = await roots.existing(req.body.path);
       const target = await roots.fresh(req.body.target);
       const { checkpoint, format } = req.body;
@@ -89,7 +91,7 @@ export function registerVmActionRoutes(app: FastifyInstance, { roots, jobs }: Co
         // The export reads the VM (its read lock) and creates the target and its staging folder beside it.
         locks: [folder, target, `${target}.diskchain-partial`],
         about: { vm: folder, checkpoint, action: 'export' },
-        run: (ctx) => withVm(folder, { lock: 'read', command: 'console: checkpoint export' }, (vm) => vm.export(checkpoint, target, { ...(format ? { format } : {}), ...options(ctx) })),
+        run: (ctx) => withVm(folder, { lock: 'read', command: 'console: checkpoint export' }, (vm) => vm.export(checkpoint, target, { ...(format ? { format } : {}), ...(name ? { name } : {}), ...options(ctx) })),
       });
       return { job };
     },

@@ -8,8 +8,7 @@ import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { CHROMIUM, requireOracle } from './oracles.js';
-
-const BIN = new URL('../../bin/diskchain.js', import.meta.url).pathname;
+import { CLI as BIN } from './cli.js';
 
 export interface Browser {
   context: BrowserContext;

@@ -1,9 +1,31 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { TestContext } from 'node:test';
 
 /** The independent readers we check ourselves against. */
-export type Oracle = 'qemu-img' | 'qemu-io' | 'qemu-system-x86_64' | 'qemu-nbd' | 'nbdkit' | 'pyvhdi' | 'vhdiinfo' | 'mkfs.fat' | 'mtools' | 'nbdinfo' | 'nbdcopy' | 'openssl' | 'chromium';
+export const ORACLES = ['qemu-img', 'qemu-io', 'qemu-system-x86_64', 'qemu-nbd', 'nbdkit', 'pyvhdi', 'vhdiinfo', 'mkfs.fat', 'mtools', 'nbdinfo', 'nbdcopy', 'openssl', 'chromium'] as const;
+export type Oracle = (typeof ORACLES)[number];
+
+/** The Debian packages the tests need, one source for CI, these helpers and the README. */
+export const APT_PACKAGES_FILE = new URL('../../../.ci/apt-packages', import.meta.url).pathname;
+
+export interface AptPackage {
+  name: string;
+  /** The oracles the package gives (none for a tool such as lz4). */
+  provides: string[];
+}
+
+/** .ci/apt-packages: `package: oracle oracle…` a line, `#` comments. */
+export function aptPackages(): AptPackage[] {
+  return readFileSync(APT_PACKAGES_FILE, 'utf8')
+    .split('\n')
+    .map((line) => line.replace(/#.*/, '').trim())
+    .filter(Boolean)
+    .map((line) => {
+      const [name, provides = ''] = line.split(':');
+      return { name: name!.trim(), provides: provides.split(/\s+/).filter(Boolean) };
+    });
+}
 
 const PY = '/usr/bin/python3';
 /** Debian's chromium, driven by playwright-core (playwright's own browser download is not available). */
@@ -43,7 +65,8 @@ const cache = new Map<Oracle, boolean>();
 export function requireOracle(t: TestContext, oracle: Oracle): boolean {
   if (!cache.has(oracle)) cache.set(oracle, present(oracle));
   if (cache.get(oracle)) return true;
-  const msg = `oracle ${oracle} is not installed (apt-get install qemu-utils qemu-system-x86 libvhdi-utils python3-libvhdi dosfstools mtools nbdkit lz4 libnbd-bin openssl chromium)`;
+  const pkg = aptPackages().find((p) => p.provides.includes(oracle))?.name ?? `the packages in ${APT_PACKAGES_FILE}`;
+  const msg = `oracle ${oracle} is not installed (apt-get install ${pkg}; the README's test command installs every oracle)`;
   if (process.env.CI === 'true') throw new Error(`${msg}; CI must have it`);
   console.error(`SKIPPED LOUDLY: ${msg}`);
   t.skip(msg);

@@ -1,8 +1,9 @@
 /** Runs `diskchain serve` as a child process, as users do, and stops it as they do (SIGTERM / SIGINT). */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { CLI } from './cli.js';
 
-export const CLI = new URL('../../bin/diskchain.js', import.meta.url).pathname;
+export { CLI };
 
 export interface ServedProcess {
   proc: ChildProcess;

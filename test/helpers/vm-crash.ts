@@ -9,8 +9,8 @@ import { createHash } from 'node:crypto';
 import { createVm, openVm } from '../../src/api/vm.js';
 import { Rng } from './vhdx-util.js';
 import { readWhole } from './vm-model.js';
+import { CLI as MAIN } from './cli.js';
 
-const MAIN = new URL('../../bin/diskchain.js', import.meta.url).pathname;
 const MIB = 1024 * 1024;
 
 export function dc(args: string[], env: Record<string, string> = {}): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {

@@ -39,6 +39,8 @@ export function hintFor(e: ErrorBody): string | null {
       return 'Other disks depend on this file: changing it would corrupt them. Remove or merge those first.';
     case 'PATH_NOT_ALLOWED':
       return 'The path is outside the folders this console was started with (--root).';
+    case 'EXISTS':
+      return 'Something already has that name: pick another one. Nothing was changed.';
     case 'FORBIDDEN':
       return 'The page lost its token: open the URL the console printed again.';
     case 'PARENT_NOT_FOUND':
@@ -56,4 +58,24 @@ export function hintFor(e: ErrorBody): string | null {
     default:
       return null;
   }
+}
+
+/** Hyper-V's limit on VM and checkpoint names (the engine refuses longer ones with INVALID_ARGUMENT). */
+export const MAX_NAME = 100;
+
+/** What is wrong with a VM or checkpoint name, said before anything is sent; null when it is fine. */
+export function nameProblem(name: string): string | null {
+  if (name.trim() === '') return 'A name is needed.';
+  if (name.length > MAX_NAME) return `A name has at most ${MAX_NAME} characters (this one has ${name.length}).`;
+  return null;
+}
+
+/** A folder name made from a VM's name: runs of anything but letters, digits, dot and underscore become one dash. */
+export function folderNameOf(name: string): string {
+  return name.replace(/[^A-Za-z0-9._]+/g, '-').replace(/^[-.]+|-+$/g, '') || 'vm';
+}
+
+export function dirName(path: string): string {
+  const at = path.lastIndexOf('/');
+  return at <= 0 ? '/' : path.slice(0, at);
 }

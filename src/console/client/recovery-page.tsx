@@ -3,10 +3,10 @@
 import { useState } from 'preact/hooks';
 import { api, ApiError, jobStore, query, type ErrorBody, type JobView } from './api.js';
 import type { ScanReport, ScanTree, TreePlan } from '../../api/index.js';
-import { baseName, bytes, when } from './format.js';
+import { baseName, bytes, dirName, folderNameOf, MAX_NAME, nameProblem, when } from './format.js';
 import { go, useJobs, useLoad, usePost, type Route } from './hooks.js';
 import { JobCard } from './jobs-panel.js';
-import { Empty, ErrorNote } from './widgets.js';
+import { Empty, ErrorNote, FieldNote } from './widgets.js';
 
 interface RecoveryState {
   scan: string;
@@ -331,13 +331,17 @@ function Findings({ report: r }: { report: ScanReport }) {
 /** Import the scanned folder as a VM (`vm import`): its trees become the VM's disks, its layers checkpoints. */
 function ImportForm({ state }: { state: RecoveryState }) {
   const folder = state.report.folders[0] ?? '';
-  const [target, setTarget] = useState(`${folder}-vm`);
+  const [name, setName] = useState(baseName(folder).slice(0, MAX_NAME));
+  const [typedTarget, setTypedTarget] = useState<string | null>(null);
+  // The folder follows the name (beside the scanned folder) until it is edited by hand.
+  const target = typedTarget ?? `${dirName(folder)}/${folderNameOf(name)}-vm`;
   const [adopt, setAdopt] = useState<'copy' | 'move'>('copy');
+  const nameIssue = nameProblem(name);
   const { error, busy, post } = usePost();
   const job = useJobs().filter((j) => j.about.scan === state.scan && j.kind === 'import').sort((a, b) => (a.started < b.started ? 1 : -1))[0];
   const submit = (e: Event): void => {
     e.preventDefault();
-    void post('/api/recovery/import', { scan: state.scan, target: target.trim(), adopt });
+    if (!nameIssue) void post('/api/recovery/import', { scan: state.scan, target: target.trim(), adopt, name: name.trim() });
   };
   return (
     <form class="card" onSubmit={submit} aria-label="Import as VM">
@@ -346,8 +350,13 @@ function ImportForm({ state }: { state: RecoveryState }) {
         The trees become the disks of a new VM: the newest leaf is Now, every other layer a checkpoint named by its file time (branches are kept). The disks of several trees must have one shape.
       </p>
       <div class="field">
+        <label for="import-name">Name of the new VM</label>
+        <input id="import-name" type="text" value={name} aria-invalid={nameIssue ? 'true' : 'false'} aria-describedby="import-name-problem" onInput={(e) => setName((e.target as HTMLInputElement).value)} />
+        <FieldNote id="import-name-problem" problem={nameIssue} />
+      </div>
+      <div class="field">
         <label for="import-target">New VM folder</label>
-        <input id="import-target" type="text" value={target} spellcheck={false} onInput={(e) => setTarget((e.target as HTMLInputElement).value)} />
+        <input id="import-target" type="text" value={target} spellcheck={false} onInput={(e) => setTypedTarget((e.target as HTMLInputElement).value)} />
       </div>
       <div class="row">
         <label class="check">
@@ -358,7 +367,7 @@ function ImportForm({ state }: { state: RecoveryState }) {
         </label>
       </div>
       <div class="row">
-        <button type="submit" class="primary" disabled={busy || target.trim() === '' || job?.state === 'running'}>
+        <button type="submit" class="primary" disabled={busy || nameIssue !== null || target.trim() === '' || job?.state === 'running'}>
           Import as VM
         </button>
         {job?.state === 'done' && (

@@ -6,10 +6,10 @@ import { useEffect, useState } from 'preact/hooks';
 import type { OperationForecast, VmDescription } from '../../api/index.js';
 import type { ForecastView } from '../routes-vms.js';
 import { api } from './api.js';
-import { baseName, bytes } from './format.js';
+import { baseName, bytes, dirName, folderNameOf, MAX_NAME, nameProblem } from './format.js';
 import { Dialog } from './dialog.js';
 import { useLoad, usePost } from './hooks.js';
-import { ErrorNote } from './widgets.js';
+import { ErrorNote, FieldNote } from './widgets.js';
 
 type Checkpoint = VmDescription['checkpoints'][number];
 
@@ -178,25 +178,36 @@ export function RemoveDialog(props: DialogProps & { subtree: boolean }) {
   );
 }
 
-function defaultTarget(vm: VmDescription, c: Checkpoint): string {
-  const safe = c.name.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^-+|-+$/g, '') || 'checkpoint';
-  return `${vm.folder}-${safe}`;
+/** The exported VM's default name: the VM's and the checkpoint's, cut to Hyper-V's limit. */
+function defaultName(vm: VmDescription, c: Checkpoint): string {
+  return `${vm.name} - ${c.name}`.slice(0, MAX_NAME).trim();
 }
 
 export function ExportDialog(props: DialogProps) {
   const { vm, checkpoint: c, onClose } = props;
-  const [target, setTarget] = useState(defaultTarget(vm, c));
+  const [name, setName] = useState(defaultName(vm, c));
+  // The folder follows the name (beside the VM's) until it is edited by hand.
+  const [typedTarget, setTypedTarget] = useState<string | null>(null);
+  const target = typedTarget ?? `${dirName(vm.folder)}/${folderNameOf(name)}`;
   const [format, setFormat] = useState<'' | 'vhdx' | 'vhd' | 'raw'>('');
   const view = useForecast(props, { operation: 'export', ...(format ? { format } : {}) }, `exporting "${c.name}"`);
   const { error, busy, submit } = useSubmit('/api/vm/export', onClose);
+  const nameIssue = nameProblem(name);
+  const targetIssue = target.trim() === '' ? 'A folder is needed.' : null;
   return (
     <Dialog title="Export checkpoint" onClose={onClose}>
       <p>
-        A new, standalone VM folder with the disks flattened as they were at <strong>"{c.name}"</strong> and its settings. This VM is only read.
+        A new, standalone VM with the disks flattened as they were at <strong>"{c.name}"</strong> and its settings. This VM is only read.
       </p>
       <div class="field">
+        <label for="export-name">Name of the new VM</label>
+        <input id="export-name" type="text" value={name} maxLength={MAX_NAME + 20} aria-invalid={nameIssue ? 'true' : 'false'} aria-describedby="export-name-problem" onInput={(e) => setName((e.target as HTMLInputElement).value)} />
+        <FieldNote id="export-name-problem" problem={nameIssue} />
+      </div>
+      <div class="field">
         <label for="export-target">New VM folder</label>
-        <input id="export-target" type="text" value={target} spellcheck={false} onInput={(e) => setTarget((e.target as HTMLInputElement).value)} />
+        <input id="export-target" type="text" value={target} spellcheck={false} aria-invalid={targetIssue ? 'true' : 'false'} aria-describedby="export-target-problem" onInput={(e) => setTypedTarget((e.target as HTMLInputElement).value)} />
+        <FieldNote id="export-target-problem" problem={targetIssue} />
       </div>
       <div class="field">
         <label for="export-format">Disk format</label>
@@ -210,7 +221,7 @@ export function ExportDialog(props: DialogProps) {
       <ErrorNote error={view.error?.body} />
       {view.data && <SpaceLine view={view.data} />}
       <ErrorNote error={error} label="Export refused" />
-      <Buttons label="Export" busy={busy} disabled={target.trim() === ''} onClose={onClose} onConfirm={() => submit({ path: vm.folder, checkpoint: c.id, target: target.trim(), ...(format ? { format } : {}) })} />
+      <Buttons label="Export" busy={busy} disabled={nameIssue !== null || targetIssue !== null} onClose={onClose} onConfirm={() => submit({ path: vm.folder, checkpoint: c.id, target: target.trim(), name: name.trim(), ...(format ? { format } : {}) })} />
     </Dialog>
   );
 }

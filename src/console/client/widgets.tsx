@@ -92,3 +92,12 @@ export function PageHead({ id, title, children, view }: { id: string; title: str
     </>
   );
 }
+
+/** A problem with one field, said under it (the field points at it with aria-describedby). */
+export function FieldNote({ id, problem }: { id: string; problem: string | null }) {
+  return (
+    <p id={id} class={problem ? 'field-problem' : 'sr-only'} role={problem ? 'alert' : undefined}>
+      {problem ?? ''}
+    </p>
+  );
+}
