@@ -7,6 +7,7 @@
  */
 import { setFileWriteMode } from '../io/file-source.js';
 import { isDiskchainError } from '../io/errors.js';
+import { registerGroupOperations } from './group-member.js';
 import { registerLiveOperations } from './live-checkpoint.js';
 import { registerLiveRemove } from './live-remove.js';
 import { VmWorker, type VmStatus } from './worker.js';
@@ -32,6 +33,7 @@ export async function runWorkerProcess(folder: string, options: WorkerProcessOpt
   }
   registerLiveOperations(worker);
   registerLiveRemove(worker);
+  registerGroupOperations(worker);
   const shutDown = (): void => {
     void worker.stop({ timeoutMs: 30_000 }).catch(() => worker.end('Off', 'stopped by a signal'));
   };
