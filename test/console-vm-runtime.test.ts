@@ -29,6 +29,12 @@ test('start, live checkpoint, pause/resume and stop of a VM through the console'
     assert.equal(vms[0].state, 'Running');
     assert.equal(vms[0].runtime.workerPid, started.result.workerPid);
     assert.equal(await state(), 'Running');
+    // The pulse the pages poll says the same, with the worker's status.
+    const pulse = (await api.get(`/api/vms/status?path=${encodeURIComponent(folder)}`)).json().vms;
+    assert.equal(pulse.length, 1);
+    assert.equal(pulse[0].state, 'Running');
+    assert.equal(pulse[0].runtime.workerPid, started.result.workerPid);
+    assert.equal((await api.get(`/api/vms/status?path=${encodeURIComponent('/etc')}`)).status, 403);
 
     const again = await run('/api/vm/power', { path: folder, action: 'start' });
     assert.equal(again.state, 'failed');
