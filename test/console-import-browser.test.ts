@@ -13,7 +13,7 @@ import { after, before, test } from 'node:test';
 import { createChild, createDisk } from '../src/api/create.js';
 import { openVm } from '../src/api/vm.js';
 import { localDateTime } from '../src/checkpoint/create.js';
-import { launchBrowser, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
+import { launchBrowser, watchedPage, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
 import { chainHash } from './helpers/merge-chain.js';
 import { pyvhdiSha256, requireOracle } from './helpers/oracles.js';
 import { MIB, randomBytesFrom } from './helpers/vhdx-util.js';
@@ -54,13 +54,8 @@ after(() => tearDown(browser, consoleProc, work));
 test('the recovery page imports a scanned folder as a VM and lands on its tree', async (t) => {
   browser = await launchBrowser(t);
   if (!browser) return;
-  const page = await browser.context.newPage();
-  const problems: string[] = [];
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => {
     // The refused second import answers 409, which chromium logs.
-    if (m.type() === 'error' && !/status of 409/.test(m.text())) problems.push(`console: ${m.text()}`);
-  });
+  const { page, problems } = await watchedPage(browser, /status of 409/);
   const before = await chainHash(join(lost, 'Web_Now.avhdx'));
   const filesBefore = readdirSync(lost).sort();
 
