@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { checkpointVm, pauseVm, resumeVm, startVm, stopVm, vmStatus } from '../src/api/vm-runtime.js';
-import { launchBrowser, startConsoleProcess, type Browser, type ConsoleProcess } from './helpers/browser.js';
+import { launchBrowser, watchedPage, startConsoleProcess, type Browser, type ConsoleProcess } from './helpers/browser.js';
 import { pollUntil, requireGuest, tempFolder } from './helpers/guest.js';
 import { fillUp, mountTmpfs } from './helpers/tmpfs.js';
 import { killVm, makeGuestVm, serialOf } from './helpers/vm-runtime.js';
@@ -43,12 +43,7 @@ test('the console follows a VM changed from outside: start, pause, Paused-Critic
     browser = await launchBrowser(t);
     if (!browser) return;
     consoleProc = await startConsoleProcess([dir]);
-    const page = await browser.context.newPage();
-    const problems: string[] = [];
-    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-    page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(`console: ${m.text()}`);
-    });
+    const { page, problems } = await watchedPage(browser);
     await page.goto(consoleProc.url);
 
     // The VMs page: Off, then Running once `vm start` ran elsewhere.
