@@ -5,7 +5,6 @@
  */
 import type { DiskChain } from '../chain/disk-chain.js';
 import { DiskchainError } from '../io/errors.js';
-import type { LongOperationOptions } from '../ops/progress.js';
 import { applyCheckpoint, type ApplyOptions, type ApplyResult } from '../checkpoint/apply.js';
 import { checkVm, type CheckOptions, type VmCheckReport } from '../checkpoint/check.js';
 import { checkpointInfo, createCheckpoint, type CheckpointInfo, type CheckpointOptions } from '../checkpoint/create.js';
@@ -14,7 +13,9 @@ import { openNodeChain } from '../checkpoint/disks.js';
 import { exportCheckpoint, type ExportOptions, type ExportResult } from '../checkpoint/export.js';
 import { forecastOperation, type OperationForecast, type OperationRequest } from '../checkpoint/forecast.js';
 import type { VmFolder } from '../checkpoint/folder.js';
-import { groupCheckpoint as runGroupCheckpoint, groupRemove as runGroupRemove, type GroupCheckpointOptions, type GroupCheckpointResult, type GroupRemoveResult } from '../checkpoint/group.js';
+import { groupCheckpoint as runGroupCheckpoint, groupRemove as runGroupRemove, type GroupRemoveResult } from '../checkpoint/group.js';
+import { liveGroupCheckpoint, type LiveGroupOptions as GroupCheckpointOptions, type LiveGroupResult as GroupCheckpointResult } from '../runtime/live-group.js';
+import { liveWorker } from '../runtime/status.js';
 import type { Manifest } from '../checkpoint/manifest.js';
 import type { RecoveryReport } from '../checkpoint/recover.js';
 import { removeCheckpoint, type RemoveOptions, type RemoveResult } from '../checkpoint/remove.js';
@@ -179,10 +180,16 @@ async function withVmFolders<T>(folders: string[], command: string, fn: (vms: Vm
   }
 }
 
-/** Checkpoints several VMs at one instant under one group id, all or none. */
-export async function groupCheckpoint(folders: string[], options: GroupCheckpointOptions & LongOperationOptions = {}): Promise<GroupCheckpointResult> {
+/**
+ * Checkpoints several VMs at one instant under one group id, all or none. Running VMs are checkpointed
+ * live by their workers, paused together (runtime/live-group.ts; `type` as a single live checkpoint's);
+ * the result reports each guest's pause and the longest. VMs that are all off: the engine's group.
+ */
+export async function groupCheckpoint(folders: string[], options: GroupCheckpointOptions = {}): Promise<GroupCheckpointResult> {
   if (folders.length < 2) throw new DiskchainError('INVALID_ARGUMENT', 'a group checkpoint takes two VMs or more');
-  return withVmFolders(folders, options.command ?? 'checkpoint create (group)', (opened) => runGroupCheckpoint(opened, options));
+  for (const f of folders) if (await liveWorker(f)) return liveGroupCheckpoint(folders, options);
+  const r = await withVmFolders(folders, options.command ?? 'checkpoint create (group)', (opened) => runGroupCheckpoint(opened, options));
+  return { ...r, pauseMs: null, checkpoints: r.checkpoints.map((c) => ({ ...c, running: false, pauseMs: null, fallback: null, stateBytes: null })) };
 }
 
 /** Removes one group's checkpoints from each VM, all or none (each VM's merges follow, as a single removal's). */

@@ -41,7 +41,7 @@ export interface GroupCheckpointResult {
 }
 
 /** NO_SPACE before anything is written: each member's bytes, summed per file system. */
-async function ensureGroupSpace(items: Array<{ vm: VmFolder; bytes: number }>, what: string): Promise<void> {
+export async function ensureGroupSpace(items: Array<{ vm: VmFolder; bytes: number }>, what: string): Promise<void> {
   const byDevice = new Map<number, { vm: VmFolder; bytes: number }>();
   for (const { vm, bytes } of items) {
     const dev = (await stat(vm.realFolder)).dev;
@@ -78,11 +78,16 @@ async function runGroup(members: Array<{ vm: VmFolder; plan: Plan }>, group: str
   return txs;
 }
 
+/** A group checkpoint's name when none is given. */
+export function defaultGroupName(created: Date): string {
+  return `Group (${created.toISOString().slice(0, 19).replace('T', ' ')})`;
+}
+
 export async function groupCheckpoint(vms: VmFolder[], options: GroupCheckpointOptions = {}): Promise<GroupCheckpointResult> {
   const command = options.command ?? 'checkpoint create (group)';
   const group = randomGuid();
   const created = new Date();
-  const name = options.name ?? `Group (${created.toISOString().slice(0, 19).replace('T', ' ')})`;
+  const name = options.name ?? defaultGroupName(created);
   const planned = vms.map((vm) => ({ vm, ...planCheckpoint(vm.manifest, { name, created, group }) }));
   const sizes = await Promise.all(vms.map(async (vm) => ({ vm, bytes: checkpointBytes(vm, await virtualSizes(vm)) })));
   await ensureGroupSpace(sizes, `the group checkpoint "${name}"`);

@@ -88,7 +88,8 @@ const RecordSchema = v.strictObject({
   /** Sources of a move across file systems: deleted once committed. */
   removeOutside: v.array(Abs),
   manifest: v.unknown(),
-  group: v.nullable(v.strictObject({ id: v.string(), members: v.array(Abs), decision: v.nullable(v.literal('commit')) })),
+  /** A group member: the members' folders; the decision (offline groups, group.ts) or, coordinated: the decision file (group-decision.ts). */
+  group: v.nullable(v.strictObject({ id: v.string(), members: v.array(Abs), decision: v.nullable(v.literal('commit')), coordinated: v.optional(v.literal(true)) })),
   collapse: v.nullable(CollapseSchema),
   /** Unnamed nodes this transaction leaves, merged with their only child after the commit (collapse.ts); the record stays until they are. */
   followUp: v.array(v.string()),

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { groupCheckpoint, groupRemove, withVm, type VmDescription } from '../api/vm.js';
 import { applyVm, checkpointVm } from '../api/vm-runtime.js';
+import { removeVm } from '../api/vm-remove.js';
 import { DiskchainError } from '../io/errors.js';
 import { EXIT, interruptSignal, printJson, say, progressBar, type Run } from './output.js';
 import { formatBytes } from './sizes.js';
@@ -43,13 +44,17 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
     .option('--json', 'print JSON')
     .action((folders: string[], opts: { name?: string; type?: string; json?: boolean }) =>
       run(async () => {
+        if (opts.type !== undefined && opts.type !== 'standard' && opts.type !== 'production') throw new DiskchainError('INVALID_ARGUMENT', `--type "${opts.type}" is not standard or production`);
         if (folders.length > 1) {
-          const result = await groupCheckpoint(folders, { ...(opts.name ? { name: opts.name } : {}), signal: interruptSignal() });
+          const result = await groupCheckpoint(folders, { ...(opts.name ? { name: opts.name } : {}), ...(opts.type ? { type: opts.type } : {}), signal: interruptSignal() });
           if (opts.json) printJson(result);
-          else say(`group ${result.group}:\n${result.checkpoints.map((c) => `  ${c.vm}: ${checkpointLine(c.checkpoint)}`).join('\n')}\n`);
+          else {
+            const lines = result.checkpoints.map((c) => `  ${c.vm}: ${c.checkpoint.type} ${checkpointLine(c.checkpoint)}${c.pauseMs !== null ? `, the guest paused ${c.pauseMs.toFixed(1)} ms` : ''}${c.fallback ? ` (standard, not production: ${c.fallback})` : ''}`);
+            if (result.pauseMs !== null) lines.push(`  the longest pause: ${result.pauseMs.toFixed(1)} ms`);
+            say(`group ${result.group}:\n${lines.join('\n')}\n`);
+          }
           return EXIT.ok;
         }
-        if (opts.type !== undefined && opts.type !== 'standard' && opts.type !== 'production') throw new DiskchainError('INVALID_ARGUMENT', `--type "${opts.type}" is not standard or production`);
         const r = await checkpointVm(folders[0]!, { ...(opts.name ? { name: opts.name } : {}), ...(opts.type ? { type: opts.type } : {}), signal: interruptSignal() });
         const c = r.checkpoint;
         if (opts.json) printJson({ checkpoints: [c], running: r.running, pauseMs: r.running ? r.pauseMs : null, frozen: r.frozen, frozenMs: r.frozenMs, stateBytes: r.stateBytes, fallback: r.fallback });
@@ -129,8 +134,8 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
           }
           const ref = opts.checkpoint ?? (args.length === 2 ? args[1] : undefined);
           if (!ref || args.length > 2 || (opts.checkpoint && args.length > 1)) throw new DiskchainError('INVALID_ARGUMENT', 'usage: checkpoint remove <vm> <checkpoint> [--subtree]');
-          return await withVm(args[0]!, { command: 'checkpoint remove' }, async (vm) => {
-            const r = await vm.remove(ref, common);
+          {
+            const r = await removeVm(args[0]!, ref, common);
             bar.stop();
             if (opts.json) printJson(r);
             else {
@@ -141,7 +146,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
               say(lines.join('\n'));
             }
             return EXIT.ok;
-          });
+          }
         } finally {
           bar.stop();
         }

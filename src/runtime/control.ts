@@ -11,7 +11,13 @@ import { DiskchainError, isDiskchainError, type ErrorCode } from '../io/errors.j
 /** A request line longer than this ends the connection. */
 const MAX_LINE = 1024 * 1024;
 
-export type ControlHandler = (op: string, args: Record<string, unknown>) => Promise<unknown>;
+/** The client connection a request came on: an operation spanning several requests (a group checkpoint) learns when its client is gone. */
+export interface ControlPeer {
+  readonly closed: Promise<void>;
+  readonly isClosed: boolean;
+}
+
+export type ControlHandler = (op: string, args: Record<string, unknown>, peer: ControlPeer) => Promise<unknown>;
 
 export class ControlServer {
   private readonly sockets = new Set<Socket>();
@@ -53,7 +59,13 @@ export class ControlServer {
 
   private serve(socket: Socket, handler: ControlHandler): void {
     this.sockets.add(socket);
-    socket.on('close', () => this.sockets.delete(socket));
+    let gone!: () => void;
+    const peer = { isClosed: false, closed: new Promise<void>((resolve) => (gone = resolve)) };
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      peer.isClosed = true;
+      gone();
+    });
     socket.on('error', () => socket.destroy());
     socket.setEncoding('utf8');
     let buffer = '';
@@ -64,13 +76,13 @@ export class ControlServer {
       while ((nl = buffer.indexOf('\n')) >= 0) {
         const line = buffer.slice(0, nl).trim();
         buffer = buffer.slice(nl + 1);
-        if (line) queue = queue.then(() => this.answer(socket, line, handler));
+        if (line) queue = queue.then(() => this.answer(socket, line, handler, peer));
       }
       if (buffer.length > MAX_LINE) socket.destroy();
     });
   }
 
-  private async answer(socket: Socket, line: string, handler: ControlHandler): Promise<void> {
+  private async answer(socket: Socket, line: string, handler: ControlHandler, peer: ControlPeer): Promise<void> {
     let id: unknown = null;
     let reply: Record<string, unknown>;
     try {
@@ -78,7 +90,7 @@ export class ControlServer {
       id = request.id ?? null;
       if (typeof request.op !== 'string') throw new DiskchainError('INVALID_ARGUMENT', 'a control request names an "op"');
       const args = typeof request.args === 'object' && request.args !== null && !Array.isArray(request.args) ? (request.args as Record<string, unknown>) : {};
-      reply = { id, result: (await handler(request.op, args)) ?? null };
+      reply = { id, result: (await handler(request.op, args, peer)) ?? null };
     } catch (e) {
       const error = isDiskchainError(e) ? e.toJSON() : { name: 'Error', code: 'IO', message: e instanceof SyntaxError ? `not JSON: ${e.message}` : String(e) };
       reply = { id, error };
@@ -96,42 +108,99 @@ export function errorFromJson(json: Record<string, unknown>): DiskchainError {
 }
 
 /**
- * Sends one request to a worker and resolves with its result. QMP_CLOSED when nothing listens (no
- * worker), TIMEOUT after `timeoutMs` (default 30 s), the worker's own error otherwise.
+ * A connection to a worker that stays open across requests (a group checkpoint's exchange: the
+ * worker holds the operation for as long as its coordinator's connection lives). One request at a
+ * time. QMP_CLOSED when nothing listens or the worker closes the connection, TIMEOUT after
+ * `timeoutMs`, the worker's own error otherwise.
  */
-export function callControl(path: string, op: string, args: Record<string, unknown> = {}, options: { timeoutMs?: number } = {}): Promise<unknown> {
-  const timeoutMs = options.timeoutMs ?? 30_000;
-  return new Promise((resolve, reject) => {
-    const socket = connect({ path });
-    let buffer = '';
-    let settled = false;
-    const finish = (error: Error | undefined, value?: unknown): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      if (error) reject(error);
-      else resolve(value);
-    };
-    const timer = setTimeout(() => finish(new DiskchainError('TIMEOUT', `the VM's worker did not answer "${op}" within ${timeoutMs} ms`, { file: path, op, timeoutMs })), timeoutMs);
+export class ControlClient {
+  private buffer = '';
+  private waiting: ((line: string | Error) => void) | undefined;
+  private failure: Error | undefined;
+
+  private constructor(
+    private readonly socket: Socket,
+    readonly path: string,
+  ) {
     socket.setEncoding('utf8');
-    socket.once('connect', () => socket.write(`${JSON.stringify({ id: 1, op, args })}\n`));
-    socket.on('error', (e) => finish(new DiskchainError('QMP_CLOSED', `no worker answers on ${path}: ${e.message}`, { file: path }, { cause: e })));
-    socket.on('close', () => finish(new DiskchainError('QMP_CLOSED', `the VM's worker closed the connection before answering "${op}"`, { file: path })));
     socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      const nl = buffer.indexOf('\n');
+      this.buffer += chunk;
+      const nl = this.buffer.indexOf('\n');
       if (nl < 0) {
-        if (buffer.length > MAX_LINE) finish(new DiskchainError('IO', 'the worker sent an overlong answer', { file: path }));
+        if (this.buffer.length > MAX_LINE) this.fail(new DiskchainError('IO', 'the worker sent an overlong answer', { file: path }));
         return;
       }
-      try {
-        const reply = JSON.parse(buffer.slice(0, nl)) as { result?: unknown; error?: Record<string, unknown> };
-        if (reply.error) finish(errorFromJson(reply.error));
-        else finish(undefined, reply.result);
-      } catch (e) {
-        finish(new DiskchainError('IO', `the worker sent something that is not JSON: ${String(e)}`, { file: path }));
-      }
+      const line = this.buffer.slice(0, nl);
+      this.buffer = this.buffer.slice(nl + 1);
+      const w = this.waiting;
+      this.waiting = undefined;
+      w?.(line);
     });
-  });
+    socket.on('error', (e) => this.fail(new DiskchainError('QMP_CLOSED', `no worker answers on ${path}: ${e.message}`, { file: path }, { cause: e })));
+    socket.on('close', () => this.fail(new DiskchainError('QMP_CLOSED', "the VM's worker closed the connection", { file: path })));
+  }
+
+  static connect(path: string): Promise<ControlClient> {
+    return new Promise((resolve, reject) => {
+      const socket = connect({ path });
+      socket.once('connect', () => {
+        socket.off('error', reject);
+        resolve(new ControlClient(socket, path));
+      });
+      socket.once('error', (e) => reject(new DiskchainError('QMP_CLOSED', `no worker answers on ${path}: ${e.message}`, { file: path }, { cause: e })));
+    });
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    const w = this.waiting;
+    this.waiting = undefined;
+    w?.(this.failure);
+    this.socket.destroy();
+  }
+
+  async call(op: string, args: Record<string, unknown> = {}, options: { timeoutMs?: number } = {}): Promise<unknown> {
+    if (this.failure) throw this.failure;
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    const line = await new Promise<string | Error>((resolve) => {
+      const timer = setTimeout(() => resolve(new DiskchainError('TIMEOUT', `the VM's worker did not answer "${op}" within ${timeoutMs} ms`, { file: this.path, op, timeoutMs })), timeoutMs);
+      this.waiting = (x) => {
+        clearTimeout(timer);
+        resolve(x);
+      };
+      this.socket.write(`${JSON.stringify({ id: 1, op, args })}\n`);
+    });
+    if (line instanceof Error) {
+      this.close();
+      throw line;
+    }
+    let reply: { result?: unknown; error?: Record<string, unknown> };
+    try {
+      reply = JSON.parse(line) as typeof reply;
+    } catch (e) {
+      throw new DiskchainError('IO', `the worker sent something that is not JSON: ${String(e)}`, { file: this.path });
+    }
+    if (reply.error) throw errorFromJson(reply.error);
+    return reply.result;
+  }
+
+  /** Ends the connection (the worker sees its client gone). */
+  close(): void {
+    this.failure ??= new DiskchainError('QMP_CLOSED', 'the connection to the worker is closed', { file: this.path });
+    this.socket.destroy();
+  }
+}
+
+/**
+ * Sends one request to a worker on a connection of its own and resolves with its result. QMP_CLOSED
+ * when nothing listens (no worker), TIMEOUT after `timeoutMs` (default 30 s), the worker's own error
+ * otherwise.
+ */
+export async function callControl(path: string, op: string, args: Record<string, unknown> = {}, options: { timeoutMs?: number } = {}): Promise<unknown> {
+  const client = await ControlClient.connect(path);
+  try {
+    return await client.call(op, args, options);
+  } finally {
+    client.close();
+  }
 }

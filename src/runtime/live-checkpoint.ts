@@ -39,10 +39,10 @@ import { applyCheckpoint, type ApplyResult } from '../checkpoint/apply.js';
 import { checkpointInfo, forecastCheckpoint, planCheckpoint, type CheckpointInfo } from '../checkpoint/create.js';
 import { virtualSizes } from '../checkpoint/disks.js';
 import { SNAPSHOTS_DIR } from '../checkpoint/folder.js';
-import type { CheckpointType } from '../checkpoint/manifest.js';
+import type { Checkpoint, CheckpointType } from '../checkpoint/manifest.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { readSavedState, savedStateFromCheckpoint } from '../checkpoint/saved-state.js';
-import { Transaction, type Action } from '../checkpoint/transaction.js';
+import { Transaction, type Action, type Plan } from '../checkpoint/transaction.js';
 import { testPoint } from '../checkpoint/test-points.js';
 import { createChild } from '../chain/create-child.js';
 import { sameIdentity } from '../chain/identity.js';
@@ -97,93 +97,178 @@ async function reachAgent(w: WorkerInternals): Promise<GuestAgentClient | string
   }
 }
 
-export async function liveCheckpoint(w: WorkerInternals, options: { name?: string; type?: CheckpointType; group?: string; created?: Date } = {}): Promise<LiveCheckpointResult> {
-  if (!['Running', 'Paused'].includes(w.state)) throw new DiskchainError('VM_STATE', `the VM is ${w.state}; a checkpoint needs it Running or Paused`, { state: w.state });
-  const vm = w.vm;
-  const setting = vm.manifest.config.checkpointType;
-  let type: CheckpointType = options.type ?? (setting === 'standard' ? 'standard' : 'production');
-  let agent: GuestAgentClient | undefined;
-  let fallback: string | null = null;
-  if (type === 'production' && setting !== 'disabled') {
-    const reached = await reachAgent(w);
-    if (typeof reached === 'string') {
-      if (setting === 'productionOnly') throw new DiskchainError('UNSUPPORTED', `a production checkpoint needs the guest agent: ${reached} (checkpoint type productionOnly)`);
-      fallback = reached;
-      type = 'standard';
-    } else agent = reached;
+export interface LiveCheckpointOptions {
+  name?: string;
+  type?: CheckpointType;
+  created?: Date;
+  /** A member of a coordinated group checkpoint (live-group.ts): its id and the members' folders. */
+  group?: { id: string; members: string[] };
+}
+
+/**
+ * One live checkpoint in its phases (the diagram at the top): `begin` (plan, record, children,
+ * freeze), `pause` (stop, flush, children again, state), `commit` (commit, switch, cont, thaw,
+ * finish) or `abort` (roll back, cont, thaw). A single checkpoint runs them in a row; a group
+ * member waits for its group's decision between pause and commit.
+ */
+export class LiveCheckpointRun {
+  private frozen: number | null = null;
+  private frozenAt = 0;
+  private pausedAt = 0;
+  private mark = 0;
+  private stateBytes: number | null = null;
+  private identities: Map<string, LinkIdentity> = new Map();
+  readonly phases: Record<string, number> = {};
+
+  private constructor(
+    private readonly w: WorkerInternals,
+    private readonly tx: Transaction,
+    private readonly plan: Plan,
+    private readonly checkpoint: Checkpoint,
+    private readonly agent: GuestAgentClient | undefined,
+    private readonly fallback: string | null,
+    private readonly running: boolean,
+  ) {}
+
+  get type(): CheckpointType {
+    return this.checkpoint.type;
   }
-  try {
-    const { plan, checkpoint } = planCheckpoint(vm.manifest, { ...options, type, command: 'checkpoint create (running)' });
-    const memory = type === 'standard' ? vm.manifest.config.memoryBytes : 0;
-    await forecastCheckpoint(vm, await virtualSizes(vm));
-    if (memory > 0) await ensureSpace(vm.path(`${SNAPSHOTS_DIR}/x`), memory + 8192, 'the memory state of a standard checkpoint');
-    plan.actions[0] = { kind: 'json', file: checkpoint.config, value: { ...vm.manifest.config, machine: w.machine } };
-    if (type === 'standard') {
-      checkpoint.state = `${SNAPSHOTS_DIR}/${checkpoint.id}/state.vmstate`;
-      plan.actions.splice(1, 0, { kind: 'state', file: checkpoint.state });
+
+  static async begin(w: WorkerInternals, options: LiveCheckpointOptions = {}): Promise<LiveCheckpointRun> {
+    if (!['Running', 'Paused'].includes(w.state)) throw new DiskchainError('VM_STATE', `the VM is ${w.state}; a checkpoint needs it Running or Paused`, { state: w.state });
+    const vm = w.vm;
+    const setting = vm.manifest.config.checkpointType;
+    let type: CheckpointType = options.type ?? (setting === 'standard' ? 'standard' : 'production');
+    let agent: GuestAgentClient | undefined;
+    let fallback: string | null = null;
+    if (type === 'production' && setting !== 'disabled') {
+      const reached = await reachAgent(w);
+      if (typeof reached === 'string') {
+        if (setting === 'productionOnly') throw new DiskchainError('UNSUPPORTED', `a production checkpoint needs the guest agent: ${reached} (checkpoint type productionOnly)`);
+        fallback = reached;
+        type = 'standard';
+      } else agent = reached;
     }
-    const tx = await Transaction.begin(vm, plan, 'checkpoint create (running)');
-    const running = w.state === 'Running';
-    let frozen: number | null = null;
-    let frozenAt = 0;
-    let pausedAt = 0;
-    let stateBytes: number | null = null;
-    const phases: Record<string, number> = {};
-    let mark = 0;
-    const lap = (name: string): void => {
-      const t = performance.now();
-      phases[name] = t - (mark || pausedAt);
-      mark = t;
-    };
+    let tx: Transaction | undefined;
     try {
+      const command = options.group ? 'checkpoint create (group, running)' : 'checkpoint create (running)';
+      const { plan, checkpoint } = planCheckpoint(vm.manifest, { ...(options.name !== undefined ? { name: options.name } : {}), ...(options.created ? { created: options.created } : {}), ...(options.group ? { group: options.group.id } : {}), type, command });
+      const memory = type === 'standard' ? vm.manifest.config.memoryBytes : 0;
+      await forecastCheckpoint(vm, await virtualSizes(vm));
+      if (memory > 0) await ensureSpace(vm.path(`${SNAPSHOTS_DIR}/x`), memory + 8192, 'the memory state of a standard checkpoint');
+      plan.actions[0] = { kind: 'json', file: checkpoint.config, value: { ...vm.manifest.config, machine: w.machine } };
+      if (type === 'standard') {
+        checkpoint.state = `${SNAPSHOTS_DIR}/${checkpoint.id}/state.vmstate`;
+        plan.actions.splice(1, 0, { kind: 'state', file: checkpoint.state });
+      }
+      if (options.group) plan.group = { id: options.group.id, members: options.group.members, decision: null, coordinated: true };
+      tx = await Transaction.begin(vm, plan, command);
+      const run = new LiveCheckpointRun(w, tx, plan, checkpoint, agent, fallback, w.state === 'Running');
       // The children are made while the guest runs. A child records its parent's identity, which a
       // VHDX leaf changes at its session's first write: a leaf whose identity moved meanwhile gets
       // its child made again once the guest is stopped.
-      const identities = w.disks.leafIdentities();
+      run.identities = w.disks.leafIdentities();
       await tx.prepare();
       if (agent) {
-        frozenAt = performance.now();
-        frozen = await agent.fsfreezeFreeze({ timeoutMs: 60_000 });
+        run.frozenAt = performance.now();
+        run.frozen = await agent.fsfreezeFreeze({ timeoutMs: 60_000 });
       }
-      pausedAt = performance.now();
-      if (running) await w.qemu.qmp.execute('stop');
-      lap('stop');
-      await w.disks.flush();
-      lap('flush');
-      testPoint('live-checkpoint:paused');
-      await remakeStaleChildren(w, plan.actions, identities);
-      lap('children');
-      if (checkpoint.state) stateBytes = (await saveState(w.qemu.qmp, vm.path(checkpoint.state))).bytes;
-      lap('state');
-      await tx.commit();
-      lap('commit');
+      return run;
     } catch (e) {
-      if (!tx.committed) await tx.rollback().catch(() => undefined);
-      if (running && !w.qemu.exit) await w.qemu.qmp.execute('cont').catch(() => undefined);
-      if (frozen !== null) await agent!.fsfreezeThaw({ timeoutMs: 60_000 }).catch(() => undefined);
+      if (tx && !tx.committed) await tx.rollback().catch(() => undefined);
+      await agent?.close().catch(() => undefined);
       throw e;
     }
+  }
+
+  private lap(name: string): void {
+    const t = performance.now();
+    this.phases[name] = t - (this.mark || this.pausedAt);
+    this.mark = t;
+  }
+
+  /** The guest stopped, its writes durable, the memory state saved (standard): ready to commit. */
+  async pause(): Promise<void> {
+    const { w, tx } = this;
+    this.pausedAt = performance.now();
+    if (this.running) await w.qemu.qmp.execute('stop');
+    this.lap('stop');
+    await w.disks.flush();
+    this.lap('flush');
+    testPoint(tx.record.group ? 'live-group:member-paused' : 'live-checkpoint:paused');
+    await remakeStaleChildren(w, this.plan.actions, this.identities);
+    this.lap('children');
+    if (this.checkpoint.state) this.stateBytes = (await saveState(w.qemu.qmp, w.vm.path(this.checkpoint.state))).bytes;
+    this.lap('state');
+  }
+
+  /** Before the commit: the transaction rolled back, the guest resumed on its old leaves, thawed. */
+  async abort(): Promise<void> {
+    const { w, tx } = this;
+    if (!tx.committed) await tx.rollback().catch(() => undefined);
+    if (this.running && this.pausedAt > 0 && !w.qemu.exit) await w.qemu.qmp.execute('cont').catch(() => undefined);
+    if (this.frozen !== null) await this.agent!.fsfreezeThaw({ timeoutMs: 60_000 }).catch(() => undefined);
+    await this.close();
+  }
+
+  /** vm.json committed, the exports switched to the new children, the guest resumed and thawed. */
+  async commit(): Promise<LiveCheckpointResult> {
+    const { w, tx } = this;
+    if (tx.record.group) this.lap('decision');
+    try {
+      await tx.commit();
+    } catch (e) {
+      if (tx.committed || !tx.record.group) {
+        if (!tx.committed) await this.abort();
+        else await this.close();
+        throw e;
+      }
+      // A group decided to commit: never rolled back here. The VM ends; its record stays, and
+      // recovery commits it at the next start.
+      await this.close();
+      await w.end('Off', `the group checkpoint decided to commit but committing here failed, the VM was turned off (the next start finishes it): ${e instanceof Error ? e.message : String(e)}`);
+      throw e;
+    }
+    this.lap('commit');
     try {
       await w.disks.switchToNow();
     } catch (e) {
       // Never let the guest write a layer a checkpoint froze.
+      await this.close();
       await w.end('Off', `switching to the new checkpoint's layers failed, the VM was turned off: ${e instanceof Error ? e.message : String(e)}`);
       throw e;
     }
-    lap('switch');
-    if (running) await w.qemu.qmp.execute('cont');
-    lap('cont');
-    const pauseMs = running ? performance.now() - pausedAt : 0;
+    this.lap('switch');
+    if (this.running) await w.qemu.qmp.execute('cont');
+    this.lap('cont');
+    const pauseMs = this.running ? performance.now() - this.pausedAt : 0;
     let frozenMs: number | null = null;
-    if (frozen !== null) {
-      await agent!.fsfreezeThaw({ timeoutMs: 60_000 });
-      frozenMs = performance.now() - frozenAt;
+    try {
+      if (this.frozen !== null) {
+        await this.agent!.fsfreezeThaw({ timeoutMs: 60_000 });
+        frozenMs = performance.now() - this.frozenAt;
+      }
+    } finally {
+      await this.close();
     }
     await tx.finish();
-    return { checkpoint: checkpointInfo(vm.manifest, checkpoint), pauseMs, frozen, frozenMs, stateBytes, fallback, phases };
-  } finally {
-    await agent?.close().catch(() => undefined);
+    return { checkpoint: checkpointInfo(w.vm.manifest, this.checkpoint), pauseMs, frozen: this.frozen, frozenMs, stateBytes: this.stateBytes, fallback: this.fallback, phases: this.phases };
   }
+
+  private async close(): Promise<void> {
+    await this.agent?.close().catch(() => undefined);
+  }
+}
+
+export async function liveCheckpoint(w: WorkerInternals, options: LiveCheckpointOptions = {}): Promise<LiveCheckpointResult> {
+  const run = await LiveCheckpointRun.begin(w, options);
+  try {
+    await run.pause();
+  } catch (e) {
+    await run.abort();
+    throw e;
+  }
+  return run.commit();
 }
 
 /** Makes again each child whose parent leaf's identity changed since `before` (the guest is stopped now). */

@@ -29,7 +29,7 @@ import { resolveAccel } from '../vm/qemu-command.js';
 import { QemuProcess, type QemuExit } from '../vm/qemu-process.js';
 import type { BlockIoErrorData, QmpEvent } from '../vm/qmp-schema.js';
 import { loadState, saveState } from '../vm/state-file.js';
-import { ControlServer } from './control.js';
+import { ControlServer, type ControlPeer } from './control.js';
 import { qemuConfigFor } from './qemu-config.js';
 import { readRunRecord, runPath, writeRunRecord, type VmState } from './run-record.js';
 import { ServedDisks } from './served-disks.js';
@@ -92,11 +92,13 @@ export interface WorkerInternals {
   /** Ends the run: QEMU (already stopped or killed here), disks, lock. */
   end(state: 'Off' | 'Saved', reason: string | null): Promise<void>;
   warn(message: string): void;
+  /** Runs an operation when the previous one has finished (`busy` names it meanwhile). */
+  exclusive<T>(name: string, fn: () => Promise<T>): Promise<T>;
 }
 
 export type ValidSavedState = SavedStateStatus & { status: 'valid' };
 
-export type LiveOperation = (worker: WorkerInternals, args: Record<string, unknown>) => Promise<unknown>;
+export type LiveOperation = (worker: WorkerInternals, args: Record<string, unknown>, peer: ControlPeer) => Promise<unknown>;
 
 /** setpriv (util-linux) execs QEMU with a parent-death signal: QEMU does not outlive its worker. */
 function deathWrapper(): string[] {
@@ -124,7 +126,7 @@ export class VmWorker implements WorkerInternals {
   private ending: Promise<void> | undefined;
   private guestShutdown = false;
   private resolveEnded!: (status: VmStatus) => void;
-  private readonly liveOps = new Map<string, LiveOperation>();
+  private readonly liveOps = new Map<string, { fn: LiveOperation; exclusive: boolean }>();
   readonly started = new Date();
   /** Settles once the VM is off or saved and everything is closed (the lock released). */
   readonly ended: Promise<VmStatus>;
@@ -163,7 +165,7 @@ export class VmWorker implements WorkerInternals {
         await discardSavedState(vm);
       }
       worker.writeRecord();
-      worker.control = await ControlServer.listen(runPath(vm.realFolder, 'control'), (op, args) => worker!.handle(op, args));
+      worker.control = await ControlServer.listen(runPath(vm.realFolder, 'control'), (op, args, peer) => worker!.handle(op, args, peer));
       await worker.launch(saved.status === 'valid' ? saved : undefined);
       worker.setState('Running');
       await worker.checkReserve();
@@ -198,9 +200,13 @@ export class VmWorker implements WorkerInternals {
     return this.vm.manifest.config.guestAgent === false ? undefined : runPath(this.vm.realFolder, 'agent');
   }
 
-  /** Adds an operation the control socket accepts (live-checkpoint.ts registers checkpoint and apply). */
-  register(op: string, fn: LiveOperation): void {
-    this.liveOps.set(op, fn);
+  /**
+   * Adds an operation the control socket accepts (live-checkpoint.ts registers checkpoint and apply),
+   * run exclusively; `exclusive: false` for one that takes the turn itself (a group checkpoint's steps)
+   * or answers at once (a removal's progress and cancel).
+   */
+  register(op: string, fn: LiveOperation, options: { exclusive?: boolean } = {}): void {
+    this.liveOps.set(op, { fn, exclusive: options.exclusive ?? true });
   }
 
   status(): VmStatus {
@@ -300,7 +306,7 @@ export class VmWorker implements WorkerInternals {
   }
 
   /** Answers a control request. */
-  handle(op: string, args: Record<string, unknown>): Promise<unknown> {
+  handle(op: string, args: Record<string, unknown>, peer: ControlPeer): Promise<unknown> {
     switch (op) {
       case 'status':
         return Promise.resolve(this.status());
@@ -314,7 +320,7 @@ export class VmWorker implements WorkerInternals {
         return this.save();
     }
     const live = this.liveOps.get(op);
-    if (live) return this.exclusive(op, () => live(this, args));
+    if (live) return live.exclusive ? this.exclusive(op, () => live.fn(this, args, peer)) : live.fn(this, args, peer);
     return Promise.reject(new DiskchainError('INVALID_ARGUMENT', `the worker knows no operation "${op}"`, { op }));
   }
 
