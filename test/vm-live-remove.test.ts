@@ -7,11 +7,14 @@
  *   handed over through the worker's served handle. disk2 read through the worker's NBD socket never
  *   changes during the removal; every checkpoint left and Now read as the flat copies hashed before;
  *   the counter goes on (same boot); vm check is clean afterwards.
+ * - remove C (Now's parent) while the guest writes: Now's leaf merges into its parent (the guest's
+ *   writes mirrored meanwhile), the export switches to the parent; the guest's writes go on there.
  * - cancel: removing A is cancelled at the merge's boundary (held there by DISKCHAIN_TEST_HOLD_AT):
  *   ABORTED, A is gone, its layer stays unnamed, nothing is pending, every view unchanged.
  * - kill -9 of the worker mid-merge (at its first progress mark, DISKCHAIN_TEST_CRASH_AT): stale
  *   run/, `vm check` reports the interrupted operation, `--repair` finishes it, the views are the
- *   flat copies, and the VM starts again.
+ *   flat copies, and the VM starts again; then killed again in the switch of Now's leaf merged into
+ *   its parent (removing C: rebases into Now's leaf first, where the parent holds less), and repaired.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -148,6 +151,28 @@ test('remove checkpoints of a running VM while the guest writes: middle merge, c
       t.diagnostic(`served passes during the removal: ${seen.length}; progress reports: ${progress.length}`);
     });
 
+    await t.test("remove C (Now's parent) while the guest writes: Now's leaf merges into it, the export switches to it", async () => {
+      const tickBefore = await lastTick(folder);
+      const removal = removeVm(folder, 'C');
+      let done = false;
+      void removal.finally(() => (done = true)).catch(() => undefined);
+      const seen: string[] = [];
+      while (!done) seen.push(await servedHash(folder));
+      const r = await removal;
+      assert.deepEqual(r.removed.map((c) => c.name), ['C']);
+      assert.ok(r.merged.some((m) => m.direction === 'merge'), JSON.stringify(r.merged));
+      for (const h of seen) assert.equal(h, servedBefore, 'disk2 as served during the removal');
+      assert.deepEqual(await names(folder), []);
+      const files = await withVm(folder, { lock: 'none', recover: false, command: 'test' }, async (vm) => vm.manifest.nodes.map((n) => n.file));
+      assert.equal(files.length, 3, `one file per disk is left: ${files.join(', ')}`);
+      assert.equal(await servedHash(folder), servedBefore);
+      assert.equal(await disk2Hash(folder, 'Now'), views.get('Now'));
+      const after = await pollUntil(() => lastTick(folder), (n) => n >= tickBefore + 4, 30_000, 'ticks after the switch');
+      await pollUntil(async () => (await guestDiskOf(folder)).latest!.tick, (n) => n >= after, 30_000, 'the guest writes into the merged file');
+      assert.doesNotMatch(await serialOf(folder).text(), /ready boots=2/);
+      assert.equal((await vmStatus(folder)).state, 'Running');
+    });
+
     await t.test('stopped: the folder is clean and holds what the guest wrote', async () => {
       const tick = await lastTick(folder);
       await stopVm(folder, { force: true });
@@ -181,10 +206,21 @@ test('kill -9 of the worker in the middle of a live merge: vm check --repair fin
     assert.ok(after.clean, JSON.stringify(after.findings));
     assert.deepEqual(await names(folder), ['A', 'C']);
     for (const ref of ['A', 'C', 'Now']) assert.equal(await disk2Hash(folder, ref), views.get(ref), ref);
-    await startVm(folder);
+    // Again, killed in the switch of Now's leaf merged into its parent (after the step copied, before the commit).
+    await startVm(folder, { env: { ...process.env, DISKCHAIN_TEST_CRASH_AT: 'live-remove:leaf-copied' } });
     await serialOf(folder).waitFor(/diskchain-guest: ready boots=2/, 90_000);
     assert.equal(await servedHash(folder), views.get('Now'));
-    await stopVm(folder, { force: true });
+    await pollUntil(() => lastTick(folder), (n) => n >= 3, 30_000, 'ticks');
+    await assert.rejects(removeVm(folder, 'C'), (e: Error & { code?: string }) => e.code === 'QMP_CLOSED');
+    await pollUntil(() => vmStatus(folder), (x) => x.workerPid === null || x.stale !== null, 30_000, 'the worker gone');
+    const tick = await lastTick(folder);
+    assert.ok((await check(folder, true)).repaired!.recovered.length > 0);
+    assert.ok((await check(folder)).clean);
+    assert.deepEqual(await names(folder), ['A']);
+    for (const ref of ['A', 'Now']) assert.equal(await disk2Hash(folder, ref), views.get(ref), ref);
+    const disk0 = await guestDiskOf(folder);
+    assert.equal(disk0.boot?.boots, 2);
+    assert.ok(disk0.latest!.tick >= tick - 1, `disk0 holds the guest's writes up to the kill: ${disk0.latest!.tick}, serial ${tick}`);
   } finally {
     await killVm(join(dir, 'vm'));
     await remove();

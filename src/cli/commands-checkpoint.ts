@@ -34,7 +34,7 @@ function checkpointLine(c: { id: string; name: string; created: string }): strin
 }
 
 export function registerCheckpointCommands(program: Command, run: Run): void {
-  const cp = program.command('checkpoint').description("a VM's checkpoint tree: create, list, apply, remove, rename, export (create and apply also on a running VM)");
+  const cp = program.command('checkpoint').description("a VM's checkpoint tree: create, list, apply, remove, rename, export (create, apply and remove also on a running VM)");
 
   cp.command('create')
     .description('Checkpoint-VM: freeze every disk at once; each gets a new <disk>_<GUID>.avhdx that takes the writes. Several VMs: one group checkpoint, same instant, all or none')

@@ -19,7 +19,8 @@
  *                        when the piece runs: a guest write that came first is kept, one that comes
  *                        later waits and lands over it (guest writes win); then the leaf is re-pointed
  *                        at the node's parent through the served handle, and the chain swapped
- *     merge of Now       (Now's leaf into its parent) not built: refused before anything changes
+ *     merge of Now       Now's leaf into its parent, the guest's changes mirrored into the parent
+ *                        meanwhile, then the export switched to the parent (live-merge-leaf.ts)
  *     then               step copied → commit (vm.json) → finish (the merged layer's file deleted)
  *   drop                 the removal's record
  *
@@ -47,6 +48,7 @@ import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { testHold, testPoint } from '../checkpoint/test-points.js';
 import { runPlan, Transaction } from '../checkpoint/transaction.js';
 import { ensureSpace } from '../ops/space.js';
+import { LIVE_PIECE, mergeLeafIntoParent, type LiveCopyOptions } from './live-merge-leaf.js';
 import type { VmWorker, WorkerInternals } from './worker.js';
 
 /** Where a collapse's child is, seen from the served disks. */
@@ -58,9 +60,6 @@ export interface LiveRemoveProgress {
   done: number;
   total: number;
 }
-
-/** Bytes per piece the rebase copies under the write gate: a guest write waits for one piece at most. */
-const PIECE = 1024 * 1024;
 
 interface Running {
   abort: AbortController;
@@ -105,11 +104,6 @@ async function removeInWorker(w: WorkerInternals, ref: string, o: { subtree: boo
   const vm = w.vm;
   const checkpoint = resolveCheckpoint(vm.manifest, ref);
   const planned = await planRemoval(vm, checkpoint, { subtree: o.subtree, signal: o.signal });
-  for (const f of planned.forecasts) {
-    if (f.direction === 'merge' && (await place(w, f)).kind === 'leaf') {
-      throw new DiskchainError('UNSUPPORTED', `removing "${checkpoint.name}" of the running VM would merge Now's disk ${f.victim} into ${f.survivor}, which is not built yet for a running VM: stop the VM (or take a checkpoint first) and remove it then`, { file: vm.path(f.victim) });
-    }
-  }
   await ensureCollapsesFit(vm, planned.forecasts, `removing "${checkpoint.name}" (its layers merge with their only child)`);
   o.progress.total = planned.forecasts.reduce((s, f) => s + f.bytesToCopy, 0);
   const tx = await runPlan(vm, planned.plan, { command: COMMAND, signal: o.signal });
@@ -118,17 +112,12 @@ async function removeInWorker(w: WorkerInternals, ref: string, o: { subtree: boo
   try {
     deleted.push(...(await pruneUnnamed(vm, COMMAND)));
     let before = 0;
-    const skipped = new Set<string>();
     for (;;) {
       // This removal's layers, and any a cancelled one left unnamed: every layer down to one child.
-      const next = collapsibleNodes(vm.manifest).find((c) => !skipped.has(c.node.id));
+      const next = collapsibleNodes(vm.manifest)[0];
       if (!next) break;
       await testHold('live-remove:collapse');
       const f = await forecastCollapse(vm, vm.manifest, next.node, next.child, o.signal);
-      if (f.direction === 'merge' && (await place(w, f)).kind === 'leaf') {
-        skipped.add(f.node);
-        continue;
-      }
       await ensureSpace(vm.path(`${DISKS_DIR}/x`), f.bytesNeeded, `merging ${f.victim} into ${f.survivor}`);
       o.progress.step = `${f.direction} ${f.victim} ${f.direction === 'merge' ? 'into' : 'with'} ${f.survivor}`;
       const onProgress = (done: number): void => {
@@ -155,10 +144,7 @@ async function place(w: WorkerInternals, f: CollapseForecast): Promise<Placement
   return at.layer === 0 ? { kind: 'leaf', diskId: at.diskId } : { kind: 'below', diskId: at.diskId };
 }
 
-interface CopyOptions {
-  signal: AbortSignal;
-  onProgress: (done: number) => void;
-}
+type CopyOptions = LiveCopyOptions;
 
 /** One collapse transaction: the copy (by placement), step copied, commit, finish; settled in the worker on failure. */
 async function runLiveCollapse(w: WorkerInternals, f: CollapseForecast, o: CopyOptions): Promise<number> {
@@ -168,7 +154,8 @@ async function runLiveCollapse(w: WorkerInternals, f: CollapseForecast, o: CopyO
   let copied = false;
   let bytes = 0;
   try {
-    if (placement.kind === 'leaf') bytes = await rebaseIntoLeaf(w, f, placement.diskId, o, () => (copied = true));
+    if (placement.kind === 'leaf' && f.direction === 'merge') bytes = await mergeLeafIntoParent(w, tx, f, placement.diskId, o, () => (copied = true));
+    else if (placement.kind === 'leaf') bytes = await rebaseIntoLeaf(w, f, placement.diskId, o, () => (copied = true));
     else if (f.direction === 'merge') {
       let leafHandedOver = false;
       bytes = await mergeInto(w, tx, f, o, placement.kind === 'below', () => (copied = true), () => (leafHandedOver = true));
@@ -187,7 +174,7 @@ async function runLiveCollapse(w: WorkerInternals, f: CollapseForecast, o: CopyO
     await settleCancelled(w, tx, f);
     throw e;
   }
-  await tx.commit();
+  if (!tx.committed) await tx.commit();
   await tx.finish();
   return bytes;
 }
@@ -259,14 +246,14 @@ async function rebaseIntoLeaf(w: WorkerInternals, f: CollapseForecast, diskId: s
   if (!node || !onto || (await realpath(node.path)) !== (await w.vm.realPath(f.victim)) || f.onto === null || (await realpath(onto.path)) !== (await w.vm.realPath(f.onto))) {
     throw new DiskchainError('MANIFEST_INVALID', `the served chain of ${diskId} is not ${f.survivor} → ${f.victim} → ${f.onto}`, { file: w.vm.path(f.survivor), path: '$.nodes' });
   }
-  const buffer = new Uint8Array(PIECE);
+  const buffer = new Uint8Array(LIVE_PIECE);
   let copied = 0;
   let scanned = 0;
   for await (const e of new DiskChain([node], []).mapWindows(o.signal)) {
     if (e.state === 'absent') continue;
-    for (let at = e.offset; at < e.offset + e.length; at += PIECE) {
+    for (let at = e.offset; at < e.offset + e.length; at += LIVE_PIECE) {
       throwIfAborted(o.signal);
-      const length = Math.min(PIECE, e.offset + e.length - at);
+      const length = Math.min(LIVE_PIECE, e.offset + e.length - at);
       copied += await w.disks.changeLeaf(diskId, at, length, async (leaf) => {
         let n = 0;
         for (const t of await leaf.map(at, length)) {

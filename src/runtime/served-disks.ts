@@ -18,7 +18,7 @@ import { DiskchainError } from '../io/errors.js';
 import { openNodeChain } from '../checkpoint/disks.js';
 import type { VmFolder } from '../checkpoint/folder.js';
 import { lockFile, type FileLock } from '../io/lock.js';
-import { ChainBackend } from '../server/backend.js';
+import { ChainBackend, type ExportBackend } from '../server/backend.js';
 import { NbdExport } from '../server/export.js';
 import { NbdServer } from '../server/server.js';
 
@@ -197,6 +197,32 @@ export class ServedDisks {
     const oldLocks = d.locks.slice(1);
     d.locks = [d.locks[0]!, ...locks];
     for (const l of oldLocks.reverse()) await l.release().catch(() => undefined);
+  }
+
+  /** Puts `backend` (over the same chain, or one the caller keeps) behind a disk's export; the previous one is returned still open. */
+  swapBackend(diskId: string, backend: ChainBackend): Promise<ExportBackend> {
+    return this.disk(diskId).export.swap(backend);
+  }
+
+  /**
+   * Now's leaf was merged into its parent (live-merge-leaf.ts) and vm.json committed: the export
+   * serves `chain`, whose leaf is that parent opened writable over the same layers below. The old
+   * leaf and the parent's read-only handle are closed; the parent's lock becomes the leaf's.
+   */
+  async promoteParent(diskId: string, chain: DiskChain): Promise<void> {
+    const d = this.disk(diskId);
+    const old = (d.export.backend as ChainBackend).chain;
+    const lock = await lockFile(chain.leaf.path, 'write', { command: 'vm worker' });
+    try {
+      await d.export.swap(new ChainBackend(chain));
+    } catch (e) {
+      await lock.release();
+      throw e;
+    }
+    for (const l of old.layers.slice(0, 2)) await l.close().catch(() => undefined);
+    const [leafLock, parentLock, ...rest] = d.locks;
+    d.locks = [lock, ...rest];
+    for (const l of [leafLock, parentLock]) await l?.release().catch(() => undefined);
   }
 
   private disk(diskId: string): ServedDisk {
