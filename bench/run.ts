@@ -15,7 +15,8 @@
  * Then the NBD cases (bench/nbd.ts): diskchain serve against qemu-nbd on the same dynamic VHDX, with
  * qemu-img convert and fio's random 4 KiB reads as the clients.
  * BENCH_DIRS (comma-separated) replaces the two places; BENCH_RUNS and BENCH_SIZE_MIB set the size;
- * Then the running-VM cases (bench/vm.ts): the guest's pause for production and standard checkpoints, apply time.
+ * Then the running-VM cases (bench/vm.ts): the guest's pause for production and standard checkpoints, apply time;
+ * and a live removal against qemu-img commit of the same data (bench/vm-remove.ts, also BENCH_ONLY=vm-remove).
  * Then the checkpoint-tree cases (bench/checkpoints.ts): checkpoint create and apply on four 1 TiB sparse
  * disks against four 1 GiB ones, and a checkpoint removal merging BENCH_SIZE_MIB of changes against
  * qemu-img commit of the same data.
@@ -28,6 +29,7 @@ import { join } from 'node:path';
 import { runMergeCases, type Measure } from './merge.js';
 import { runNbdCases } from './nbd.js';
 import { runVmCases } from './vm.js';
+import { runLiveRemoveCase } from './vm-remove.js';
 import { runCheckpointCases } from './checkpoints.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 7);
@@ -162,6 +164,7 @@ async function runIn(dir: string): Promise<void> {
   if (wanted('merge')) runMergeCases({ dir, cli: CLI, runs: RUNS, sizeMiB: SIZE_MIB, source: raw, keep: process.env.BENCH_KEEP === '1', measure, median });
   if (wanted('nbd')) await runNbdCases({ dir, cli: CLI, runs: RUNS, sizeMiB: SIZE_MIB, vhdx, measure, median });
   if (wanted('vm')) await runVmCases({ dir, runs: RUNS, median });
+  if (wanted('vm') || wanted('vm-remove')) await runLiveRemoveCase({ dir, runs: RUNS, median });
   if (wanted('checkpoints')) await runCheckpointCases({ dir, cli: CLI, runs: RUNS, sizeMiB: SIZE_MIB, source: raw, measure, median });
   if (process.env.BENCH_KEEP !== '1') rmSync(dir, { recursive: true, force: true });
 }

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { convert } from '../src/api/convert.js';
 import { createChild, createDisk } from '../src/api/create.js';
-import { launchBrowser, shoot, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
+import { launchBrowser, watchedPage, shoot, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
 import { buildChain, chainHash } from './helpers/merge-chain.js';
 import { qemuImg, requireOracle } from './helpers/oracles.js';
 import { MIB, randomBytesFrom } from './helpers/vhdx-util.js';
@@ -57,12 +57,7 @@ after(() => tearDown(browser, consoleProc, work));
 test('the console in chromium: token, disks, recovery step by step across a reload, errors in place, refusals without the token', async (t) => {
   browser = await launchBrowser(t);
   if (!browser || !requireOracle(t, 'qemu-img')) return;
-  const page = await browser.context.newPage();
-  const problems: string[] = [];
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !/403|Forbidden/.test(m.text())) problems.push(`console: ${m.text()}`);
-  });
+  const { page, problems } = await watchedPage(browser, /403|Forbidden/);
 
   // Without the token: a page that says how to get in, and nothing of the console.
   const refused = await page.goto(`${consoleProc.origin}/`);

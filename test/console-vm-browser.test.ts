@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import type { Locator, Page } from 'playwright-core';
 import { createVm, openVm } from '../src/api/vm.js';
 import { readManifest } from '../src/checkpoint/folder.js';
-import { launchBrowser, shoot, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
+import { launchBrowser, watchedPage, shoot, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
 import { requireOracle } from './helpers/oracles.js';
 import { MIB } from './helpers/vhdx-util.js';
 import { assertExportedDisk, assertMatches, readWhole, type VmModel } from './helpers/vm-model.js';
@@ -58,13 +58,8 @@ async function focusedItem(page: Page): Promise<string | null> {
 test('the VM pages in chromium: the tree, every checkpoint action with its result on disk, refusals', async (t) => {
   browser = await launchBrowser(t);
   if (!browser) return;
-  const page = await browser.context.newPage();
-  const problems: string[] = [];
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => {
     // The refusals this test provokes (a too long name: 400; no token, outside the roots: 403) are logged by chromium.
-    if (m.type() === 'error' && !/status of 40[03]/.test(m.text())) problems.push(`console: ${m.text()}`);
-  });
+  const { page, problems } = await watchedPage(browser, /status of 40[03]/);
 
   await page.goto(consoleProc.url);
   // The VMs page: both VMs with their counts.

@@ -1,7 +1,7 @@
 // The console over a running VM (real QEMU under TCG, the test guest): start, the state on the VMs and
-// VM pages, a live checkpoint through the same route as an offline one, an offline-only operation
-// refused with the engine's code while the guest runs, pause/resume, a group checkpoint of the running
-// VM and an off one (the same route as for off VMs), and a hard stop; each step a job.
+// VM pages, live checkpoints and a live removal through the same routes as offline ones, pause/resume,
+// a group checkpoint of the running VM and an off one (the same route as for off VMs), and a hard
+// stop; each step a job.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { startConsole } from '../src/console/start.js';
@@ -31,6 +31,12 @@ test('start, live checkpoint, pause/resume and stop of a VM through the console'
     assert.equal(vms[0].state, 'Running');
     assert.equal(vms[0].runtime.workerPid, started.result.workerPid);
     assert.equal(await state(), 'Running');
+    // The pulse the pages poll says the same, with the worker's status.
+    const pulse = (await api.get(`/api/vms/status?path=${encodeURIComponent(folder)}`)).json().vms;
+    assert.equal(pulse.length, 1);
+    assert.equal(pulse[0].state, 'Running');
+    assert.equal(pulse[0].runtime.workerPid, started.result.workerPid);
+    assert.equal((await api.get(`/api/vms/status?path=${encodeURIComponent('/etc')}`)).status, 403);
 
     const again = await run('/api/vm/power', { path: folder, action: 'start' });
     assert.equal(again.state, 'failed');
@@ -41,9 +47,13 @@ test('start, live checkpoint, pause/resume and stop of a VM through the console'
     assert.equal(live.result.running, true, 'the worker took it live');
     assert.equal(live.result.checkpoint.name, 'Live');
 
-    const busy = await run('/api/vm/remove', { path: folder, checkpoint: live.result.checkpoint.id, subtree: false });
-    assert.equal(busy.state, 'failed');
-    assert.equal(busy.error.code, 'VM_BUSY', 'the worker holds the VM');
+    // A checkpoint below Live, then Live removed while the guest runs: the worker merges it (removeVm).
+    const second = await run('/api/vm/checkpoint', { path: folder, name: 'Live 2' });
+    assert.equal(second.state, 'done', JSON.stringify(second.error));
+    const removed = await run('/api/vm/remove', { path: folder, checkpoint: live.result.checkpoint.id, subtree: false });
+    assert.equal(removed.state, 'done', JSON.stringify(removed.error));
+    assert.equal(removed.result.running, true, 'the worker removed it live');
+    assert.deepEqual(removed.result.removed.map((c: any) => c.name), ['Live']);
 
     assert.equal((await run('/api/vm/power', { path: folder, action: 'pause' })).result.state, 'Paused');
     assert.equal(await state(), 'Paused');
@@ -58,7 +68,7 @@ test('start, live checkpoint, pause/resume and stop of a VM through the console'
     assert.equal(stopped.state, 'done', JSON.stringify(stopped.error));
     assert.equal(await state(), 'Off');
     const { vm } = (await api.get(`/api/vm?path=${encodeURIComponent(folder)}`)).json();
-    assert.deepEqual(vm.checkpoints.map((c: any) => c.name), ['Live', 'Group']);
+    assert.deepEqual(vm.checkpoints.map((c: any) => c.name), ['Live 2', 'Group']);
   } finally {
     await killVm(folder);
     await server.close();

@@ -7,29 +7,17 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdir, open, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { withVm } from '../src/api/vm.js';
 import { checkpointVm, resumeVm, startVm, stopVm, vmStatus } from '../src/api/vm-runtime.js';
 import { isDiskchainError } from '../src/io/errors.js';
 import { pollUntil, requireGuest, tempFolder } from './helpers/guest.js';
+import { fillUp } from './helpers/tmpfs.js';
 import { guestDiskOf, killVm, makeGuestVm, serialOf } from './helpers/vm-runtime.js';
 
 const lastTick = async (folder: string): Promise<number> => (await serialOf(folder).ticks()).at(-1) ?? 0;
-
-/** Writes zeros into `path` until the file system refuses (ENOSPC). */
-async function fillUp(path: string): Promise<void> {
-  const fh = await open(path, 'w');
-  const chunk = Buffer.alloc(256 * 1024);
-  try {
-    for (;;) await fh.write(chunk);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
-  } finally {
-    await fh.close().catch(() => undefined);
-  }
-}
 
 test('Paused-Critical: a full file system pauses the guest, a checkpoint is refused, resume after freeing space', { timeout: 300_000 }, async (t) => {
   const image = await requireGuest(t);

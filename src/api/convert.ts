@@ -1,7 +1,8 @@
-import { lstat, rename, rm } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { openChain } from '../chain/open-chain.js';
 import type { DiskType, FormatName } from '../formats/types.js';
+import { removeFile, renameFile } from '../io/durable.js';
 import { DiskchainError } from '../io/errors.js';
 import { copyChainInto, type CopyResult } from '../ops/convert.js';
 import { syncFolder } from '../ops/journal.js';
@@ -35,7 +36,7 @@ export async function convert(sourcePath: string, targetPath: string, options: C
   const chain = await openChain(sourcePath, { ...(options.sourceFormat ? { format: options.sourceFormat } : {}), ...(options.searchPaths ? { searchPaths: options.searchPaths } : {}) });
   const partial = partialPath(targetPath);
   try {
-    await rm(partial, { force: true });
+    await removeFile(partial);
     const target = await createDisk(partial, options.format, {
       diskType: options.diskType ?? 'dynamic',
       virtualSize: chain.virtualSize,
@@ -45,14 +46,14 @@ export async function convert(sourcePath: string, targetPath: string, options: C
     });
     try {
       const result = await copyChainInto(chain, target, options);
-      await target.close();
+      await target.close(); // flushes: the image is durable before the name points at it
       await refuseExisting(targetPath);
-      await rename(partial, targetPath);
+      await renameFile(partial, targetPath);
       await syncFolder(dirname(resolve(targetPath)));
       return result;
     } catch (e) {
       await target.close().catch(() => undefined);
-      await rm(partial, { force: true });
+      await removeFile(partial);
       throw e;
     }
   } finally {

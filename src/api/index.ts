@@ -81,6 +81,7 @@ export {
 export { startVm, stopVm, saveVm, pauseVm, resumeVm, vmStatus, runWorkerProcess, checkpointVm, applyVm, type CheckpointVmResult, type ApplyVmResult, type LiveCheckpointResult, type LiveApplyResult, type StartVmOptions, type StopOptions, type VmStatus, type VmState, type WorkerProcessOptions } from './vm-runtime.js';
 export { MAX_NAME_LENGTH } from '../checkpoint/manifest.js';
 export { serveVm, type ServeVmOptions } from './serve-vm.js';
+export { removeVm, type RemoveVmResult, type LiveRemoveProgress } from './vm-remove.js';
 export { serve, NBD_PORT, type ServeHandle, type ServeOptions } from './serve.js';
 export { NbdServer, type ListenOptions, type NbdServerOptions, type ServerAddress, type TlsOptions } from '../server/server.js';
 export { NbdExport, type ExportOptions as NbdExportOptions } from '../server/export.js';

@@ -6,7 +6,7 @@
  * k-th boundary of that label (default the first) throw an IO error instead, as a failing disk would
  * (the failure tests of group operations). Nothing happens when none is set.
  */
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
 import { DiskchainError } from '../io/errors.js';
 
 let reached = 0;
@@ -33,4 +33,20 @@ export function testPoint(label: string): void {
 /** Forgets the failure counts (a test that injects failures in several runs of one process). */
 export function resetTestPoints(): void {
   seen.clear();
+}
+
+let held = false;
+
+/**
+ * With DISKCHAIN_TEST_HOLD_AT=<label> and DISKCHAIN_TEST_HOLD_FILE=<file>: the first time the
+ * boundary is reached, the file is created and the operation waits until the test deletes it (a
+ * cancel sent meanwhile lands at a known point). Nothing happens when they are not set.
+ */
+export async function testHold(label: string): Promise<void> {
+  const at = process.env.DISKCHAIN_TEST_HOLD_AT;
+  const file = process.env.DISKCHAIN_TEST_HOLD_FILE;
+  if (!at || !file || at !== label || held) return;
+  held = true;
+  writeFileSync(file, `${label}\n`);
+  while (existsSync(file)) await new Promise((resolve) => setTimeout(resolve, 20));
 }

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { groupCheckpoint, groupRemove, withVm, type VmDescription } from '../api/vm.js';
 import { applyVm, checkpointVm } from '../api/vm-runtime.js';
+import { removeVm } from '../api/vm-remove.js';
 import { DiskchainError } from '../io/errors.js';
 import { EXIT, interruptSignal, printJson, say, progressBar, type Run } from './output.js';
 import { formatBytes } from './sizes.js';
@@ -33,7 +34,7 @@ function checkpointLine(c: { id: string; name: string; created: string }): strin
 }
 
 export function registerCheckpointCommands(program: Command, run: Run): void {
-  const cp = program.command('checkpoint').description("a VM's checkpoint tree: create, list, apply, remove, rename, export (create and apply also on a running VM)");
+  const cp = program.command('checkpoint').description("a VM's checkpoint tree: create, list, apply, remove, rename, export (create, apply and remove also on a running VM)");
 
   cp.command('create')
     .description('Checkpoint-VM: freeze every disk at once; each gets a new <disk>_<GUID>.avhdx that takes the writes. Several VMs: one group checkpoint, same instant, all or none')
@@ -133,8 +134,8 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
           }
           const ref = opts.checkpoint ?? (args.length === 2 ? args[1] : undefined);
           if (!ref || args.length > 2 || (opts.checkpoint && args.length > 1)) throw new DiskchainError('INVALID_ARGUMENT', 'usage: checkpoint remove <vm> <checkpoint> [--subtree]');
-          return await withVm(args[0]!, { command: 'checkpoint remove' }, async (vm) => {
-            const r = await vm.remove(ref, common);
+          {
+            const r = await removeVm(args[0]!, ref, common);
             bar.stop();
             if (opts.json) printJson(r);
             else {
@@ -145,7 +146,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
               say(lines.join('\n'));
             }
             return EXIT.ok;
-          });
+          }
         } finally {
           bar.stop();
         }

@@ -5,7 +5,7 @@
 // VM is refused with LOCKED before it starts; the engine's own lock (vm.lock) keeps other programs out.
 // Rename is instant: it answers directly, after the same LOCKED check.
 import type { FastifyInstance } from 'fastify';
-import { applyVm, checkpointVm, groupCheckpoint, pauseVm, resumeVm, saveVm, startVm, stopVm, withVm } from '../api/index.js';
+import { applyVm, checkpointVm, groupCheckpoint, pauseVm, removeVm, resumeVm, saveVm, startVm, stopVm, withVm } from '../api/index.js';
 import type { JobContext } from './jobs.js';
 import type { ConsoleContext } from './server.js';
 import { checkVmName } from './vm-name.js';
@@ -64,7 +64,7 @@ export function registerVmActionRoutes(app: FastifyInstance, { roots, jobs }: Co
         title: `Remove checkpoint ${checkpoint.slice(0, 8)}${subtree ? ' and its subtree' : ''} from ${folder}`,
         locks: [folder],
         about: { vm: folder, checkpoint, action: subtree ? 'remove-subtree' : 'remove' },
-        run: (ctx) => withVm(folder, { command: 'console: checkpoint remove' }, (vm) => vm.remove(checkpoint, { subtree, ...options(ctx) })),
+        run: (ctx) => removeVm(folder, checkpoint, { subtree, command: 'console: checkpoint remove', ...options(ctx) }),
       });
       return { job };
     },

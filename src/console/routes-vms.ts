@@ -37,6 +37,18 @@ export interface VmView {
   space: Space;
 }
 
+/**
+ * What the pages poll to notice changes made elsewhere (the CLI, a worker that stops or dies): per VM,
+ * its state, runtime status and tree shape, read from vm.json and the worker (no disk is opened).
+ */
+export interface VmPulse {
+  folder: string;
+  state: VmState;
+  runtime: VmStatus | null;
+  checkpoints: number;
+  nowParent: string | null;
+}
+
 export interface ForecastView {
   forecast: OperationForecast;
   space: Space;
@@ -73,6 +85,21 @@ export function registerVmRoutes(app: FastifyInstance, { roots, jobs }: ConsoleC
     }
     return { vms, spaces };
   });
+
+  // The pulse: the VMs under the roots, or one VM (path); cheap enough to poll every few seconds.
+  app.get<{ Querystring: { path?: string } }>(
+    '/api/vms/status',
+    { schema: { querystring: { ...vmPathQuery, required: [] } } },
+    async (req): Promise<{ vms: VmPulse[] }> => {
+      const entries = await listVms(req.query.path === undefined ? roots.paths : [await roots.existing(req.query.path)]);
+      const vms: VmPulse[] = [];
+      for (const e of entries) {
+        const runtime = e.error ? null : await statusOf(e.folder);
+        vms.push({ folder: e.folder, state: stateOf(jobs, e.folder, e.pending, e.error !== null, runtime), runtime, checkpoints: e.checkpoints, nowParent: e.now?.parent ?? null });
+      }
+      return { vms };
+    },
+  );
 
   app.get<{ Querystring: { path: string } }>('/api/vm', { schema: { querystring: vmPathQuery } }, async (req): Promise<VmView> => {
     const folder = await roots.existing(req.query.path);

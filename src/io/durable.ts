@@ -1,8 +1,8 @@
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { link, lstat, open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DiskchainError } from './errors.js';
-import { fileEventListener } from './file-events.js';
+import { fileEventListener, nextFileId } from './file-events.js';
 import { FileSource } from './file-source.js';
 
 /** Suffix of a file being made, before it appears under its name. */
@@ -68,16 +68,28 @@ export async function writeFileAtomic(path: string, text: string): Promise<void>
   await syncFolder(dirname(path));
 }
 
-/** writeFileAtomic for the few places that must finish before a synchronous callback returns. */
+/**
+ * writeFileAtomic for the few places that must finish before a synchronous callback returns. Each step
+ * is reported as writeFileAtomic's are (file-events.ts), so the power-cut model sees it.
+ */
 export function writeFileAtomicSync(path: string, text: string): void {
   const tmp = `${path}.tmp`;
+  const data = new TextEncoder().encode(text);
+  const file = nextFileId();
+  fileEventListener()?.({ kind: 'remove', path: tmp });
+  rmSync(tmp, { force: true });
   const fd = openSync(tmp, 'w');
   try {
-    writeSync(fd, text);
+    fileEventListener()?.({ kind: 'open', file, path: tmp, created: true });
+    fileEventListener()?.({ kind: 'write', file, offset: 0, data });
+    for (let at = 0; at < data.length; ) at += writeSync(fd, data, at);
+    fileEventListener()?.({ kind: 'flush-start', file });
     fsyncSync(fd);
+    fileEventListener()?.({ kind: 'flush-done', file });
   } finally {
     closeSync(fd);
   }
+  fileEventListener()?.({ kind: 'rename', from: tmp, to: path });
   renameSync(tmp, path);
   const dir = openSync(dirname(path), 'r');
   try {
@@ -85,6 +97,7 @@ export function writeFileAtomicSync(path: string, text: string): void {
   } finally {
     closeSync(dir);
   }
+  fileEventListener()?.({ kind: 'sync-folder', folder: dirname(path) });
 }
 
 /** Renames `from` over `to`; durable once the folder is flushed (syncFolder). */

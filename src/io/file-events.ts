@@ -1,6 +1,7 @@
 /**
  * What changes files, as events: the writes, resizes and flushes of every writable FileSource, and the
- * creations, renames, removals and folder flushes that go through durable.ts. Nothing listens by
+ * creations, renames, removals and folder flushes that go through durable.ts (its synchronous
+ * writeFileAtomicSync too). Nothing listens by
  * default (one check per call); a test installs a listener to build a power-cut model of an operation
  * (docs/crash-safety.md). A listener runs synchronously, before the change is made (a flush: when it
  * starts and when it has returned), and must copy any bytes it keeps.
@@ -19,6 +20,12 @@ export type FileEvent =
 export type FileEventListener = (event: FileEvent) => void;
 
 let listener: FileEventListener | undefined;
+let lastFile = 0;
+
+/** Numbers a writable open for its events (FileSource and durable.ts's synchronous writer share the count). */
+export function nextFileId(): number {
+  return ++lastFile;
+}
 
 /** Installs `next` (undefined: none); returns the listener it replaces. */
 export function setFileEventListener(next: FileEventListener | undefined): FileEventListener | undefined {

@@ -2,7 +2,7 @@ import { writeSync, writevSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { ByteSource } from './byte-source.js';
 import { DiskchainError } from './errors.js';
-import { fileEventListener } from './file-events.js';
+import { fileEventListener, nextFileId } from './file-events.js';
 
 /**
  * Where file writes run:
@@ -26,8 +26,6 @@ async function beforeBlockingWrite(): Promise<void> {
   if (writeMode === 'calling-thread') await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
-let opened = 0;
-
 /** A ByteSource over a file. Opened read-only unless asked otherwise. Writable ones report their changes (file-events.ts). */
 export class FileSource implements ByteSource {
   readonly name: string;
@@ -36,7 +34,7 @@ export class FileSource implements ByteSource {
   private closed = false;
   private readonly closers: Array<() => Promise<void>> = [];
   /** Numbers this open in file events. */
-  private readonly eventId = ++opened;
+  private readonly eventId = nextFileId();
 
   /** `file` is where the file is when that is not its name (a staged create, durable.ts). */
   private constructor(name: string, fh: FileHandle, readOnly: boolean, created = false, file = name) {

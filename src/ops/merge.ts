@@ -4,6 +4,7 @@ import { removeFile } from '../io/durable.js';
 import { DiskchainError, isDiskchainError } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import type { ByteSource } from '../io/byte-source.js';
+import type { VirtualDisk } from '../formats/types.js';
 import { DiskChain } from '../chain/disk-chain.js';
 import { linkTo } from '../chain/link-paths.js';
 import { openChain, openDisk } from '../chain/open-chain.js';
@@ -75,6 +76,12 @@ export interface MergeOptions extends LongOperationOptions {
   checkpointBytes?: number;
   /** Called when a phase starts: `copy`, `verify` (with --verify), `handover`, `remove`. */
   onPhase?: (phase: MergePhase) => void;
+  /**
+   * Hands a child over through a handle the caller already holds open for writing (a running VM's
+   * served leaf, which no second handle may write): calls `handOver` with it and resolves true, or
+   * resolves false and the merge opens the file itself.
+   */
+  withOpenDependent?: (path: string, handOver: (disk: VirtualDisk) => Promise<void>) => Promise<boolean>;
 }
 
 export interface MergeResult {
@@ -417,11 +424,15 @@ async function handoverStep(r: Run): Promise<MergePhase> {
   for (const dependent of journal.dependents) {
     const path = dependentPath(dependent);
     if (!(await stat(path).catch(() => undefined))) throw journalRefused(journalPath, journal, `${path}, a child to hand over to the target, is missing`);
-    const disk = await openDisk(path, { writable: true, mergeJournal: journalPath });
-    try {
-      if ((await checkDependent(r, dependent, disk)) === 'target') continue;
+    const handOver = async (disk: VirtualDisk): Promise<void> => {
+      if ((await checkDependent(r, dependent, disk)) === 'target') return;
       if (!disk.setParent) throw new DiskchainError('UNSUPPORTED', `cannot re-point ${path}`, { file: path });
       await disk.setParent(linkTo(path, journal.target.path, identity));
+    };
+    if (await r.options.withOpenDependent?.(path, handOver)) continue;
+    const disk = await openDisk(path, { writable: true, mergeJournal: journalPath });
+    try {
+      await handOver(disk);
     } finally {
       await disk.close();
     }

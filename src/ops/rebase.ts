@@ -1,6 +1,7 @@
 import { withOperationLocks } from './op-locks.js';
-import { realpath, rename, rm } from 'node:fs/promises';
+import { realpath } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
+import { removeFile, renameFile } from '../io/durable.js';
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
 import { DiskChain } from '../chain/disk-chain.js';
 import { linkTo } from '../chain/link-paths.js';
@@ -97,7 +98,7 @@ async function copyLeftBehind(upper: DiskChain, options: LongOperationOptions): 
 async function replaceWithStandalone(chain: DiskChain, options: LongOperationOptions): Promise<number> {
   const child = chain.leaf;
   const tmp = `${resolve(child.path)}.diskchain-rebase.tmp`;
-  await rm(tmp, { force: true });
+  await removeFile(tmp);
   let dataBytes = 0;
   for await (const e of chain.mapWindows(options.signal)) if (e.state === 'data') dataBytes += e.length;
   await ensureSpace(child.path, dataBytes + 8 * 1024 * 1024, `making ${child.path} standalone`);
@@ -111,18 +112,18 @@ async function replaceWithStandalone(chain: DiskChain, options: LongOperationOpt
       blockSize: child.blockSize,
     });
   } catch (e) {
-    await rm(tmp, { force: true });
+    await removeFile(tmp);
     throw e;
   }
   try {
     const { bytesWritten } = await copyChainInto(chain, target, options);
-    await target.close();
-    await rename(tmp, child.path);
+    await target.close(); // flushes: the copy is durable before it takes the child's name
+    await renameFile(tmp, child.path);
     await syncFolder(dirname(resolve(child.path)));
     return bytesWritten;
   } catch (e) {
     await target.close().catch(() => undefined);
-    await rm(tmp, { force: true });
+    await removeFile(tmp);
     throw e;
   }
 }

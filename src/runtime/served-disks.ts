@@ -10,6 +10,7 @@
  */
 import { chmod, realpath } from 'node:fs/promises';
 import { DiskChain, type ChainLink } from '../chain/disk-chain.js';
+import { openChain } from '../chain/open-chain.js';
 import { openDisk } from '../chain/open-disk.js';
 import { resolveParent } from '../chain/resolve-parent.js';
 import type { LinkIdentity, VirtualDisk } from '../formats/types.js';
@@ -17,7 +18,7 @@ import { DiskchainError } from '../io/errors.js';
 import { openNodeChain } from '../checkpoint/disks.js';
 import type { VmFolder } from '../checkpoint/folder.js';
 import { lockFile, type FileLock } from '../io/lock.js';
-import { ChainBackend } from '../server/backend.js';
+import { ChainBackend, type ExportBackend } from '../server/backend.js';
 import { NbdExport } from '../server/export.js';
 import { NbdServer } from '../server/server.js';
 
@@ -136,6 +137,98 @@ export class ServedDisks {
       for (const l of locks.reverse()) await l.release().catch(() => undefined);
       throw e;
     }
+  }
+
+  /** Where a file is in the served chains: the disk, and its layer (0: the leaf Now writes). */
+  async locate(realPath: string): Promise<{ diskId: string; layer: number } | undefined> {
+    for (const d of this.disks) {
+      const layers = (d.export.backend as ChainBackend).chain.layers;
+      for (let i = 0; i < layers.length; i++) if ((await realpath(layers[i]!.path)) === realPath) return { diskId: d.id, layer: i };
+    }
+    return undefined;
+  }
+
+  /** The chain served for a disk now. */
+  chainOf(diskId: string): DiskChain {
+    return (this.disk(diskId).export.backend as ChainBackend).chain;
+  }
+
+  /**
+   * Runs `fn` on the served leaf as one change of [offset, offset+length) through the export's write
+   * gate: the guest's writes wait meanwhile, and those that entered the gate before have landed.
+   */
+  changeLeaf<T>(diskId: string, offset: number, length: number, fn: (leaf: VirtualDisk) => Promise<T>): Promise<T> {
+    const d = this.disk(diskId);
+    return d.export.gate.change(offset, length, () => fn((d.export.backend as ChainBackend).chain.leaf));
+  }
+
+  /**
+   * Changes a served leaf's parent link in place (a merge below it hands it over, or its parent's
+   * data was copied into it): with the export's requests drained and the leaf flushed, `change`
+   * rewrites the link through the served handle (no second handle ever writes the leaf), then the
+   * chain below is opened as the leaf now names it and swapped in; the old layers below are closed
+   * and their locks dropped. The leaf stays open throughout.
+   */
+  async relinkLeaf(diskId: string, change: (leaf: VirtualDisk, served: DiskChain) => Promise<void>): Promise<void> {
+    const d = this.disk(diskId);
+    const old = (d.export.backend as ChainBackend).chain;
+    const leaf = old.leaf;
+    const locks: FileLock[] = [];
+    let below: DiskChain | undefined;
+    await d.export.pause();
+    try {
+      await leaf.flush();
+      await change(leaf, old);
+      const leafReal = await realpath(leaf.path);
+      const found = await resolveParent(leaf, { allowedFolders: [this.vm.realFolder], chainRealPaths: new Set([leafReal]), remembered: false });
+      await found.disk.close();
+      if (!found.identityMatches) throw new DiskchainError('PARENT_MISMATCH', `${leaf.path} does not match its new parent ${found.realPath}`, { file: leaf.path });
+      below = await openChain(found.realPath, { allowedFolders: [this.vm.realFolder] });
+      for (const layer of below.layers) locks.push(await lockFile(layer.path, 'read', { command: 'vm worker' }));
+      const link: ChainLink = { parentPath: found.path, attempts: found.attempts, identityMatches: found.identityMatches, foundBy: found.foundBy };
+      await d.export.swap(new ChainBackend(new DiskChain([leaf, ...below.layers], [link, ...below.links])));
+    } catch (e) {
+      d.export.resume();
+      for (const l of below?.layers ?? []) await l.close().catch(() => undefined);
+      for (const l of locks.reverse()) await l.release().catch(() => undefined);
+      throw e;
+    }
+    for (const l of old.layers.slice(1)) await l.close().catch(() => undefined);
+    const oldLocks = d.locks.slice(1);
+    d.locks = [d.locks[0]!, ...locks];
+    for (const l of oldLocks.reverse()) await l.release().catch(() => undefined);
+  }
+
+  /** Puts `backend` (over the same chain, or one the caller keeps) behind a disk's export; the previous one is returned still open. */
+  swapBackend(diskId: string, backend: ChainBackend): Promise<ExportBackend> {
+    return this.disk(diskId).export.swap(backend);
+  }
+
+  /**
+   * Now's leaf was merged into its parent (live-merge-leaf.ts) and vm.json committed: the export
+   * serves `chain`, whose leaf is that parent opened writable over the same layers below. The old
+   * leaf and the parent's read-only handle are closed; the parent's lock becomes the leaf's.
+   */
+  async promoteParent(diskId: string, chain: DiskChain): Promise<void> {
+    const d = this.disk(diskId);
+    const old = (d.export.backend as ChainBackend).chain;
+    const lock = await lockFile(chain.leaf.path, 'write', { command: 'vm worker' });
+    try {
+      await d.export.swap(new ChainBackend(chain));
+    } catch (e) {
+      await lock.release();
+      throw e;
+    }
+    for (const l of old.layers.slice(0, 2)) await l.close().catch(() => undefined);
+    const [leafLock, parentLock, ...rest] = d.locks;
+    d.locks = [lock, ...rest];
+    for (const l of [leafLock, parentLock]) await l?.release().catch(() => undefined);
+  }
+
+  private disk(diskId: string): ServedDisk {
+    const d = this.disks.find((x) => x.id === diskId);
+    if (!d) throw new DiskchainError('INVALID_ARGUMENT', `no served disk ${diskId}`);
+    return d;
   }
 
   /** Every completed write durable. */

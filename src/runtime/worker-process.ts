@@ -9,6 +9,7 @@ import { setFileWriteMode } from '../io/file-source.js';
 import { isDiskchainError } from '../io/errors.js';
 import { registerGroupOperations } from './group-member.js';
 import { registerLiveOperations } from './live-checkpoint.js';
+import { registerLiveRemove } from './live-remove.js';
 import { VmWorker, type VmStatus } from './worker.js';
 
 export type WorkerMessage = { type: 'ready'; status: VmStatus } | { type: 'error'; error: Record<string, unknown> };
@@ -31,6 +32,7 @@ export async function runWorkerProcess(folder: string, options: WorkerProcessOpt
     throw e;
   }
   registerLiveOperations(worker);
+  registerLiveRemove(worker);
   registerGroupOperations(worker);
   const shutDown = (): void => {
     void worker.stop({ timeoutMs: 30_000 }).catch(() => worker.end('Off', 'stopped by a signal'));

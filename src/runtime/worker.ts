@@ -202,7 +202,8 @@ export class VmWorker implements WorkerInternals {
 
   /**
    * Adds an operation the control socket accepts (live-checkpoint.ts registers checkpoint and apply),
-   * run exclusively; `exclusive: false` for one that takes the turn itself (a group checkpoint's steps).
+   * run exclusively; `exclusive: false` for one that takes the turn itself (a group checkpoint's steps)
+   * or answers at once (a removal's progress and cancel).
    */
   register(op: string, fn: LiveOperation, options: { exclusive?: boolean } = {}): void {
     this.liveOps.set(op, { fn, exclusive: options.exclusive ?? true });

@@ -105,3 +105,17 @@ export async function tearDown(browser: Browser | null, consoleProc: ConsoleProc
   assert.equal(code, 0, `the console stops cleanly on Ctrl-C: ${consoleProc?.stderr()}`);
   rmSync(work, { recursive: true, force: true });
 }
+
+/**
+ * A new tab, and what went wrong in it: uncaught page errors and console errors, except those whose
+ * text matches `expected` (the refusals a test provokes, which chromium logs as failed loads).
+ */
+export async function watchedPage(browser: Browser, expected?: RegExp): Promise<{ page: Page; problems: string[] }> {
+  const page = await browser.context.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !(expected && expected.test(m.text()))) problems.push(`console: ${m.text()}`);
+  });
+  return { page, problems };
+}

@@ -8,6 +8,7 @@ import { api, query, type JobView } from './api.js';
 import { CheckpointTree, NOW, Reclaim } from './checkpoint-tree.js';
 import { baseName, bytes, when } from './format.js';
 import { useJobs, useLoad, usePost } from './hooks.js';
+import { fingerprint, usePulse } from './pulse.js';
 import { JobCard } from './jobs-panel.js';
 import { ApplyDialog, ExportDialog, RemoveDialog, type ActionKind } from './vm-dialogs.js';
 import { StateBadge } from './vms-page.js';
@@ -20,6 +21,8 @@ export function VmPage({ path }: { path: string }) {
   const [renamed, setRenamed] = useState(0);
   const settled = jobs.filter((j) => j.state !== 'running').length;
   const view = useLoad(`${path}:${settled}:${renamed}`, (signal) => api.get<VmView>(query('/api/vm', { path }), signal));
+  const d = view.data;
+  usePulse(path, d && !view.loading ? fingerprint([{ folder: d.vm.folder, state: d.state, runtime: d.runtime, checkpoints: d.vm.checkpoints.length, nowParent: d.vm.now.parent }]) : null, view.reload);
   const [selected, setSelected] = useState<string | null>(null);
   const [dialog, setDialog] = useState<ActionKind | null>(null);
   const [forecast, setForecast] = useState<{ view: ForecastView; label: string } | null>(null);

@@ -5,6 +5,7 @@ import type { VmState, VmsView } from '../routes-vms.js';
 import { api, type ErrorBody } from './api.js';
 import { baseName, bytes } from './format.js';
 import { go, useJobs, useLoad, usePost } from './hooks.js';
+import { fingerprint, usePulse } from './pulse.js';
 import { Empty, ErrorNote, PageHead, SpaceBar } from './widgets.js';
 
 const STATE: Record<VmState, { cls: string; title: string }> = {
@@ -33,6 +34,7 @@ export function StateBadge({ state, reason }: { state: VmState; reason?: string 
 export function VmsPage() {
   const settled = useJobs().filter((j) => j.state !== 'running' && (j.about.vm !== undefined || j.about.vms !== undefined)).length;
   const view = useLoad(`vms:${settled}`, (signal) => api.get<VmsView>('/api/vms', signal));
+  usePulse(null, view.data && !view.loading ? fingerprint(view.data.vms.map((v) => ({ ...v, nowParent: v.now?.parent ?? null }))) : null, view.reload);
   const [picked, setPicked] = useState<Set<string>>(new Set());
   const toggle = (folder: string, on: boolean): void => {
     const next = new Set(picked);

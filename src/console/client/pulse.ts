@@ -1,0 +1,70 @@
+// Changes made outside this page (a VM started or stopped from the CLI, paused by QEMU on a full disk,
+// a worker that died, a checkpoint taken elsewhere): the page polls the server's cheap status route
+// while it is visible and reloads its full view when what it shows no longer matches.
+import { useEffect, useRef } from 'preact/hooks';
+import type { VmPulse } from '../routes-vms.js';
+import { api, query } from './api.js';
+
+/** How often a visible page asks: often enough to follow a start or a stop, rare enough to cost nothing. */
+export const PULSE_MS = 2000;
+
+type Shown = Pick<VmPulse, 'folder' | 'state' | 'runtime' | 'checkpoints' | 'nowParent'>;
+
+/** What a page shows of a VM, as one string: the fields that change without a job of this console (not the uptime). */
+export function fingerprint(vms: Shown[]): string {
+  return vms
+    .map((v) => {
+      const r = v.runtime;
+      return [v.folder, v.state, v.checkpoints, v.nowParent, r?.state, r?.workerPid, r?.busy, r?.stale, r?.reason, r?.saved?.created, r?.critical?.reason, r?.warnings.join(';')].join('|');
+    })
+    .sort()
+    .join('\n');
+}
+
+/**
+ * Polls /api/vms/status (one VM with `path`) every PULSE_MS while the page is visible; when its
+ * fingerprint differs from `shown` (the loaded view's), calls `reload` once for that difference.
+ */
+export function usePulse(path: string | null, shown: string | null, reload: () => void): void {
+  const latest = useRef({ shown, reload, asked: { pulse: '', shown: '' } });
+  latest.current.shown = shown;
+  latest.current.reload = reload;
+  useEffect(() => {
+    let stopped = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let controller: AbortController | undefined;
+    const tick = async (): Promise<void> => {
+      timer = undefined;
+      if (document.visibilityState === 'visible' && latest.current.shown !== null) {
+        controller = new AbortController();
+        try {
+          const { vms } = await api.get<{ vms: VmPulse[] }>(query('/api/vms/status', { path: path ?? undefined }), controller.signal);
+          const now = fingerprint(vms);
+          const l = latest.current;
+          // Reload once per difference: the same view against the same status is not asked again.
+          if (!stopped && l.shown !== null && now !== l.shown && !(l.asked.pulse === now && l.asked.shown === l.shown)) {
+            l.asked = { pulse: now, shown: l.shown };
+            l.reload();
+          }
+        } catch {
+          // The server is gone or refused: the page's own load shows why; try again at the next tick.
+        }
+      }
+      if (!stopped) timer = setTimeout(() => void tick(), PULSE_MS);
+    };
+    const onVisible = (): void => {
+      if (document.visibilityState === 'visible' && timer !== undefined) {
+        clearTimeout(timer);
+        void tick();
+      }
+    };
+    timer = setTimeout(() => void tick(), PULSE_MS);
+    document.addEventListener('visibilitychange', onVisible);
+    return () => {
+      stopped = true;
+      if (timer !== undefined) clearTimeout(timer);
+      controller?.abort();
+      document.removeEventListener('visibilitychange', onVisible);
+    };
+  }, [path]);
+}
