@@ -35,7 +35,9 @@
  */
 import { realpath } from 'node:fs/promises';
 import { DiskChain } from '../chain/disk-chain.js';
+import { sameIdentity } from '../chain/identity.js';
 import { linkTo } from '../chain/link-paths.js';
+import { openDisk } from '../chain/open-disk.js';
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
 import { abandonMerge } from '../ops/merge-abandon.js';
 import { findPendingMerge, merge } from '../ops/merge.js';
@@ -183,9 +185,30 @@ async function runLiveCollapse(w: WorkerInternals, f: CollapseForecast, o: CopyO
 async function settleCancelled(w: WorkerInternals, tx: Transaction, f: CollapseForecast): Promise<void> {
   if (f.direction === 'merge') {
     const child = w.vm.path(f.victim);
-    if (await findPendingMerge(child, { into: w.vm.path(f.survivor) }).catch(() => undefined)) await abandonMerge(child, { into: w.vm.path(f.survivor) });
+    if (await findPendingMerge(child, { into: w.vm.path(f.survivor) }).catch(() => undefined)) {
+      await abandonMerge(child, { into: w.vm.path(f.survivor) });
+      await relinkToCurrent(child, w.vm.path(f.survivor));
+    }
   }
   await tx.rollback();
+}
+
+/**
+ * After an abandoned merge the child names the node by parent_linkage2 only (the node took the
+ * session's DataWriteGuid): its primary link is set to the node's identity again, so that a later
+ * merge of the node finds the child as its dependent by that identity. The served handles keep
+ * reading (only the child's metadata changes).
+ */
+async function relinkToCurrent(childPath: string, nodePath: string): Promise<void> {
+  const node = await openDisk(nodePath);
+  const identity = node.identity();
+  await node.close();
+  const child = await openDisk(childPath, { writable: true });
+  try {
+    if (child.parent && child.setParent && !sameIdentity(child.parent.expected, identity)) await child.setParent(linkTo(child.path, nodePath, identity));
+  } finally {
+    await child.close();
+  }
 }
 
 /**
@@ -268,6 +291,7 @@ async function rebaseIntoLeaf(w: WorkerInternals, f: CollapseForecast, diskId: s
       });
       scanned += length;
       o.onProgress(scanned);
+      await testHold('live-remove:piece');
     }
   }
   onCopied();
