@@ -4,6 +4,7 @@
  *
  *   group-prepare {group, members, name, created, type?}   plan, record, children, freeze (production);
  *                                                          from here the session holds the worker's turn
+ *   group-freeze                                           production: the guest's file systems frozen
  *   group-pause                                            QMP stop, flush, children again, state (standard):
  *                                                          the member's vote; it waits for the decision
  *   group-commit | group-abort                             commit, switch, cont, thaw | roll back, cont, thaw
@@ -71,6 +72,20 @@ class GroupSession {
     this.phase = 'ended';
     clearTimeout(this.timer);
     this.resolveDone();
+  }
+
+  freeze(): Promise<{ frozen: true }> {
+    return this.step('freeze', async () => {
+      if (this.phase !== 'prepared') throw new DiskchainError('INVALID_ARGUMENT', 'group-freeze comes after group-prepare, before group-pause');
+      try {
+        await this.run.freeze();
+      } catch (e) {
+        await this.abortHere();
+        throw e;
+      }
+      this.arm();
+      return { frozen: true as const };
+    });
   }
 
   pause(): Promise<{ paused: true }> {
@@ -185,6 +200,7 @@ function sessionOf(peer: ControlPeer): GroupSession {
 export function registerGroupOperations(worker: VmWorker): void {
   const open = { exclusive: false };
   worker.register('group-prepare', prepare, open);
+  worker.register('group-freeze', async (_w, _args, peer) => sessionOf(peer).freeze(), open);
   worker.register('group-pause', async (_w, _args, peer) => sessionOf(peer).pause(), open);
   worker.register('group-commit', async (_w, _args, peer) => sessionOf(peer).commit(), open);
   worker.register('group-abort', async (_w, _args, peer) => sessionOf(peer).abort(), open);

@@ -107,7 +107,7 @@ export interface LiveCheckpointOptions {
 
 /**
  * One live checkpoint in its phases (the diagram at the top): `begin` (plan, record, children),
- * `pause` (freeze, stop, flush, children again, state), `commit` (commit, switch, cont, thaw,
+ * `freeze` (production), `pause` (stop, flush, children again, state), `commit` (commit, switch, cont, thaw,
  * finish) or `abort` (roll back, cont, thaw). A single checkpoint runs them in a row; a group
  * member waits for its group's decision between pause and commit.
  */
@@ -183,13 +183,16 @@ export class LiveCheckpointRun {
     this.mark = t;
   }
 
+  /** Production: the guest's file systems frozen through its agent (its vCPUs still run). */
+  async freeze(): Promise<void> {
+    if (!this.agent || this.frozen !== null) return;
+    this.frozenAt = performance.now();
+    this.frozen = await this.agent.fsfreezeFreeze({ timeoutMs: 60_000 });
+  }
+
   /** The guest stopped, its writes durable, the memory state saved (standard): ready to commit. */
   async pause(): Promise<void> {
     const { w, tx } = this;
-    if (this.agent) {
-      this.frozenAt = performance.now();
-      this.frozen = await this.agent.fsfreezeFreeze({ timeoutMs: 60_000 });
-    }
     this.pausedAt = performance.now();
     if (this.running) await w.qemu.qmp.execute('stop');
     this.lap('stop');
@@ -263,6 +266,7 @@ export class LiveCheckpointRun {
 export async function liveCheckpoint(w: WorkerInternals, options: LiveCheckpointOptions = {}): Promise<LiveCheckpointResult> {
   const run = await LiveCheckpointRun.begin(w, options);
   try {
+    await run.freeze();
     await run.pause();
   } catch (e) {
     await run.abort();

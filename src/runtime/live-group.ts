@@ -10,8 +10,9 @@
  *                      forecast their own in prepare
  *   prepare × VM       off: record (group, coordinated) and children; running: group-prepare (plan,
  *                      record, children)
- *   pause × running    group-pause, all at once: production: the guest's file systems frozen; QMP
- *                      stop, writes flushed, standard: memory saved.
+ *   freeze × running   group-freeze, all at once: production: the guest's file systems frozen (its
+ *                      vCPUs still run), so that no guest is stopped while another one freezes
+ *   pause × running    group-pause, all at once: QMP stop, writes flushed, standard: memory saved.
  *                      An answer is the member's vote
  *   decide             the commit point: `commit` claimed in the decision file, <first member>/journal/
  *                      <group>.decision (checkpoint/group-decision.ts), created once, never replaced
@@ -156,6 +157,7 @@ async function prepareAll(members: Member[], ids: { group: string; realFolders: 
     }),
   );
   throwIfAborted(options.signal);
+  await settleAll(live.map((m) => m.client!.call('group-freeze', {}, { timeoutMs: PREPARE_MS })));
   // Every guest paused together; each answer is that member's vote.
   await settleAll(live.map((m) => m.client!.call('group-pause', {}, { timeoutMs: PAUSE_MS })));
   testPoint('live-group:paused');
