@@ -13,7 +13,7 @@ import { after, before, test } from 'node:test';
 import { createChild, createDisk } from '../src/api/create.js';
 import { openVm } from '../src/api/vm.js';
 import { localDateTime } from '../src/checkpoint/create.js';
-import { launchBrowser, watchedPage, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
+import { launchBrowser, shoot, watchedPage, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
 import { chainHash } from './helpers/merge-chain.js';
 import { pyvhdiSha256, requireOracle } from './helpers/oracles.js';
 import { MIB, randomBytesFrom } from './helpers/vhdx-util.js';
@@ -78,6 +78,7 @@ test('the recovery page imports a scanned folder as a VM and lands on its tree',
   const vmFolder = join(root, 'Web-server-vm');
   assert.equal(await target.inputValue(), vmFolder);
   assert.equal(await form.getByRole('radio', { name: /Copy the files/ }).isChecked(), true, 'copy by default');
+  await shoot(page, 'import');
   await form.getByRole('button', { name: 'Import as VM' }).click();
   const jobs = page.getByRole('list', { name: 'Jobs' });
   await jobs.getByRole('listitem', { name: /^Import .*: Done$/ }).waitFor({ timeout: 60_000 });

@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import type { Locator, Page } from 'playwright-core';
 import { createVm, openVm } from '../src/api/vm.js';
 import { readManifest } from '../src/checkpoint/folder.js';
-import { launchBrowser, watchedPage, shoot, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
+import { launchBrowser, SCREENSHOTS, watchedPage, shoot, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
 import { requireOracle } from './helpers/oracles.js';
 import { MIB } from './helpers/vhdx-util.js';
 import { assertExportedDisk, assertMatches, readWhole, type VmModel } from './helpers/vm-model.js';
@@ -106,6 +106,12 @@ test('the VM pages in chromium: the tree, every checkpoint action with its resul
   assert.equal(await tree.getByRole('treeitem', { name: 'Updates' }).getAttribute('aria-selected'), 'true');
   await page.getByRole('region', { name: 'Details of Updates' }).or(page.getByLabel('Details of Updates')).first().waitFor();
   await shoot(page, 'vm');
+  if (SCREENSHOTS) {
+    // The same page in a narrow window (a phone, a split screen): the header wraps, nothing overflows.
+    await page.setViewportSize({ width: 420, height: 860 });
+    await shoot(page, 'vm-narrow');
+    await page.setViewportSize({ width: 1360, height: 860 });
+  }
 
   // Remove subtree: the dialog lists what goes, what merges and the space it needs; cancelled.
   await page.getByRole('button', { name: 'Remove subtree' }).click();
@@ -147,7 +153,9 @@ test('the VM pages in chromium: the tree, every checkpoint action with its resul
   await remove.getByRole('button', { name: 'Remove', exact: true }).click();
   const jobs = page.getByRole('list', { name: 'Jobs' });
   await jobs.getByRole('listitem', { name: /^Remove checkpoint .*: (Running|Done)$/ }).waitFor();
-  await jobs.getByRole('listitem', { name: /^Remove checkpoint .*: Done$/ }).waitFor({ timeout: 120_000 });
+  const removeJob = jobs.getByRole('listitem', { name: /^Remove checkpoint "Database" from .*: Done$/ });
+  await removeJob.waitFor({ timeout: 120_000 });
+  assert.equal(await removeJob.locator('.job-result').textContent(), 'removed "Database"; 1 merge(s)', 'the job says what it did');
   await tree.getByRole('treeitem', { name: 'Database' }).waitFor({ state: 'detached' });
   assert.equal(await tree.getByRole('treeitem', { name: 'Tuning' }).getAttribute('aria-level'), '3', 'Tuning moved up under Updates');
 
@@ -179,6 +187,7 @@ test('the VM pages in chromium: the tree, every checkpoint action with its resul
   assert.match((await exp.getByRole('alert').textContent())!, /A name is needed/);
   await vmName.fill('web01 as of Updates');
   assert.equal(await exp.getByRole('alert').count(), 0);
+  await shoot(page, 'export', { fullPage: false });
   const exportTarget = join(root, 'web01-as-of-Updates');
   assert.equal(await target.inputValue(), exportTarget, 'the folder follows the name');
   await target.fill(join(work, 'outside-export'));
@@ -188,7 +197,9 @@ test('the VM pages in chromium: the tree, every checkpoint action with its resul
   assert.match((await exp.getByRole('alert', { name: 'Export refused' }).textContent())!, /PATH_NOT_ALLOWED/);
   await target.fill(exportTarget);
   await exportButton.click();
-  await jobs.getByRole('listitem', { name: /^Export checkpoint .*: Done$/ }).waitFor({ timeout: 120_000 });
+  const exportJob = jobs.getByRole('listitem', { name: /^Export checkpoint "Updates" to .*: Done$/ });
+  await exportJob.waitFor({ timeout: 120_000 });
+  assert.equal(await exportJob.locator('.job-result').textContent(), `exported "Updates" as a new VM in ${exportTarget}`);
   assert.equal((await readManifest(exportTarget)).name, 'web01 exported');
 
   // Group checkpoint of both VMs, from the VMs page.

@@ -1,6 +1,7 @@
 // The console over a running VM (real QEMU under TCG, the test guest): start, the state on the VMs and
 // VM pages, live checkpoints and a live removal through the same routes as offline ones, pause/resume,
-// and a hard stop; each step a job.
+// a group checkpoint of the running VM and an off one (the same route as for off VMs), and a hard
+// stop; each step a job.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { startConsole } from '../src/console/start.js';
@@ -13,6 +14,7 @@ test('start, live checkpoint, pause/resume and stop of a VM through the console'
   if (!image) return;
   const { dir, remove } = await tempFolder('dc-console-rt-');
   const folder = await makeGuestVm(dir, image, 'guest');
+  const off = await makeGuestVm(dir, image, 'off');
   const server = await startConsole({ roots: [dir] });
   const api = client(server.port, server.token);
   const run = async (path: string, body: object): Promise<any> => {
@@ -56,11 +58,17 @@ test('start, live checkpoint, pause/resume and stop of a VM through the console'
     assert.equal((await run('/api/vm/power', { path: folder, action: 'pause' })).result.state, 'Paused');
     assert.equal(await state(), 'Paused');
     assert.equal((await run('/api/vm/power', { path: folder, action: 'resume' })).result.state, 'Running');
+
+    const group = await run('/api/vms/checkpoint', { paths: [folder, off], name: 'Group' });
+    assert.equal(group.state, 'done', JSON.stringify(group.error));
+    assert.deepEqual(group.result.checkpoints.map((c: any) => [c.running, c.checkpoint.group]), [[true, group.result.group], [false, group.result.group]]);
+    assert.ok(group.result.pauseMs > 0, 'the running guest was paused, and the pause reported');
+    assert.equal(await state(), 'Running');
     const stopped = await run('/api/vm/power', { path: folder, action: 'stop', force: true });
     assert.equal(stopped.state, 'done', JSON.stringify(stopped.error));
     assert.equal(await state(), 'Off');
     const { vm } = (await api.get(`/api/vm?path=${encodeURIComponent(folder)}`)).json();
-    assert.deepEqual(vm.checkpoints.map((c: any) => c.name), ['Live 2']);
+    assert.deepEqual(vm.checkpoints.map((c: any) => c.name), ['Live 2', 'Group']);
   } finally {
     await killVm(folder);
     await server.close();

@@ -7,6 +7,8 @@
  *    the checkpoint, both run on;
  *  - the coordinator (a separate process) killed -9 at an event: before the decision (both roll back)
  *    and after it (both commit); both run on, no record left;
+ *  - vm-a's worker killed -9 in its phase (DISKCHAIN_TEST_CRASH_AT): vm-b rolls back and runs on;
+ *    vm-a's next start rolls its member back (a cold boot);
  *  - both stopped: `vm check` clean.
  */
 import assert from 'node:assert/strict';
@@ -80,7 +82,10 @@ test('group checkpoints of two running VMs: all or none, both guests run on', { 
         assert.ok(now.latest!.tick > f.tick, `${f.folder}: the guest's writes go to Now's new children (${now.latest!.tick} after ${f.tick})`);
         assert.deepEqual((await groupsOf(f.folder)).filter((c) => c.group === r.group).map((c) => c.name), ['g1']);
       }
-      for (const f of both) assert.deepEqual(await journal(f), [], 'no record, no decision left');
+      for (const f of both) {
+        assert.deepEqual(await journal(f), [], 'no record, no decision left');
+        assert.deepEqual((await vmStatus(f)).warnings.filter((w) => /group/.test(w)), [], 'the coordinator closing its connection afterwards is no news');
+      }
     });
 
     await t.test("a failure in one VM's phase: neither keeps the checkpoint, both run on", async () => {
@@ -105,6 +110,21 @@ test('group checkpoints of two running VMs: all or none, both guests run on', { 
         await bothRunOn(`after the coordinator died at ${at}`);
       });
     }
+
+    await t.test("vm-a's worker dies in its phase: vm-b rolls back and runs on, vm-a's next start rolls it back", async () => {
+      assert.equal((await stopVm(a, { timeoutMs: 60_000 })).state, 'Off');
+      await startVm(a, { env: { ...process.env, DISKCHAIN_TEST_CRASH_AT: 'live-group:member-paused' } });
+      await pollUntil(() => lastTick(a), (n) => n >= 2, 90_000, 'vm-a ticks again');
+      await assert.rejects(groupCheckpoint(both, { name: 'g-dead' }), /closed the connection|no worker answers/);
+      await pollUntil(async () => (await vmStatus(a)).stale, (stale) => stale !== null, 30_000, 'vm-a reported stale');
+      assert.ok(!(await groupsOf(b)).some((c) => c.name === 'g-dead'));
+      assert.deepEqual(await journal(b), []);
+      assert.equal((await vmStatus(b)).state, 'Running');
+      await startVm(a);
+      assert.ok(!(await groupsOf(a)).some((c) => c.name === 'g-dead'), "vm-a's interrupted member was rolled back");
+      assert.deepEqual(await journal(a), [], 'no record, no decision left');
+      await bothRunOn('after a worker died');
+    });
 
     await t.test('both stopped: every folder checks clean', async () => {
       for (const f of both) {

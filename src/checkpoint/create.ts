@@ -17,7 +17,8 @@ import { randomGuid } from '../io/guid.js';
 import { DiskchainError } from '../io/errors.js';
 import { ensureSpace } from '../ops/space.js';
 import type { LongOperationOptions } from '../ops/progress.js';
-import { checkpointConfigFile, DISKS_DIR, layerFileName, type VmFolder } from './folder.js';
+import { checkpointConfigFile, DISKS_DIR, layerFileName, SNAPSHOTS_DIR, type VmFolder } from './folder.js';
+import { readSavedState, SAVED_STATE_FILE } from './saved-state.js';
 import { virtualSizes } from './disks.js';
 import { nodeById } from './graph.js';
 import type { Checkpoint, CheckpointType, DiskNode, Manifest } from './manifest.js';
@@ -72,7 +73,12 @@ export function checkName(name: string): string {
   return name;
 }
 
-export function planCheckpoint(m: Manifest, options: CheckpointOptions): { plan: Plan; checkpoint: Checkpoint } {
+/**
+ * Plans a checkpoint of the VM's Now. `saved`: Now has a valid saved state (a Saved VM): as Hyper-V
+ * does, the checkpoint is a standard one (unless asked otherwise) whose state is a link to that
+ * state, and the VM stays Saved: its saved state follows Now onto the new children at the commit.
+ */
+export function planCheckpoint(m: Manifest, options: CheckpointOptions, saved?: { machine: string }): { plan: Plan; checkpoint: Checkpoint } {
   const setting = m.config.checkpointType;
   if (setting === 'disabled') throw new DiskchainError('INVALID_ARGUMENT', `checkpoints are disabled for ${m.name} (config.checkpointType)`);
   for (const d of m.disks) {
@@ -81,7 +87,7 @@ export function planCheckpoint(m: Manifest, options: CheckpointOptions): { plan:
   const created = options.created ?? new Date();
   const id = randomGuid();
   const name = checkName(options.name ?? `${m.name} (${localDateTime(created)})`);
-  const type: CheckpointType = options.type ?? (setting === 'standard' ? 'standard' : 'production');
+  const type: CheckpointType = options.type ?? (setting === 'standard' || saved ? 'standard' : 'production');
   const newNodes: DiskNode[] = m.disks.map((d) => {
     const nodeId = randomGuid();
     return { id: nodeId, disk: d.id, file: layerFileName(d.stem, nodeId, d.format), parent: m.now.disks[d.id]! };
@@ -109,7 +115,21 @@ export function planCheckpoint(m: Manifest, options: CheckpointOptions): { plan:
     actions: [{ kind: 'json', file: checkpoint.config, value: m.config }, ...newNodes.map((n) => ({ kind: 'child' as const, file: n.file, parent: nodeById(m, n.parent!).file }))],
     removes: [],
   };
+  if (saved) {
+    plan.carrySavedState = true;
+    if (type === 'standard') {
+      checkpoint.state = `${SNAPSHOTS_DIR}/${id}/state.vmstate`;
+      plan.actions[0] = { kind: 'json', file: checkpoint.config, value: { ...m.config, machine: saved.machine } };
+      plan.actions.splice(1, 0, { kind: 'link', from: SAVED_STATE_FILE, file: checkpoint.state });
+    }
+  }
   return { plan, checkpoint };
+}
+
+/** planCheckpoint of an opened VM, with its saved state when Now has a valid one. */
+export async function planCheckpointOf(vm: VmFolder, options: CheckpointOptions): Promise<{ plan: Plan; checkpoint: Checkpoint }> {
+  const saved = await readSavedState(vm.realFolder, vm.manifest);
+  return planCheckpoint(vm.manifest, options, saved.status === 'valid' ? { machine: saved.record.machine } : undefined);
 }
 
 /** An upper bound of a new differencing file's size (headers, BAT and locators; no data yet). */
@@ -136,7 +156,7 @@ export async function forecastCheckpoint(vm: VmFolder, sizes: Map<string, number
 
 /** Checkpoint-VM on an opened VM (write lock held). */
 export async function createCheckpoint(vm: VmFolder, options: CheckpointOptions = {}): Promise<CheckpointInfo> {
-  const { plan, checkpoint } = planCheckpoint(vm.manifest, options);
+  const { plan, checkpoint } = await planCheckpointOf(vm, options);
   await forecastCheckpoint(vm, await virtualSizes(vm));
   await runPlan(vm, plan, { command: options.command ?? 'checkpoint create', ...(options.signal ? { signal: options.signal } : {}), ...(options.beforeCommit ? { beforeCommit: options.beforeCommit } : {}) });
   return checkpointInfo(vm.manifest, checkpoint);

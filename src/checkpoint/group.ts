@@ -22,7 +22,7 @@ import { DiskchainError } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import type { LongOperationOptions } from '../ops/progress.js';
 import { ensureSpace } from '../ops/space.js';
-import { checkpointBytes, checkpointInfo, planCheckpoint, type CheckpointInfo } from './create.js';
+import { checkpointBytes, checkpointInfo, planCheckpointOf, type CheckpointInfo } from './create.js';
 import { virtualSizes } from './disks.js';
 import { DISKS_DIR, type VmFolder } from './folder.js';
 import { planRemoval, settleRemoval, type PlannedRemoval, type RemoveOptions, type RemoveResult } from './remove.js';
@@ -88,7 +88,7 @@ export async function groupCheckpoint(vms: VmFolder[], options: GroupCheckpointO
   const group = randomGuid();
   const created = new Date();
   const name = options.name ?? defaultGroupName(created);
-  const planned = vms.map((vm) => ({ vm, ...planCheckpoint(vm.manifest, { name, created, group }) }));
+  const planned = await Promise.all(vms.map(async (vm) => ({ vm, ...(await planCheckpointOf(vm, { name, created, group })) })));
   const sizes = await Promise.all(vms.map(async (vm) => ({ vm, bytes: checkpointBytes(vm, await virtualSizes(vm)) })));
   await ensureGroupSpace(sizes, `the group checkpoint "${name}"`);
   await runGroup(planned, group, command, options);

@@ -66,9 +66,13 @@ export async function readSavedState(realFolder: string, m: Manifest): Promise<S
   return { status: 'valid', record, file };
 }
 
-/** Where a state is written before it is recorded (a partial one is simply replaced next time). */
+/**
+ * Where a state is written before it is recorded (a partial one is simply replaced next time). The
+ * old name is removed first: it may be a link to a checkpoint's state, which must never be written.
+ */
 export async function savedStateTarget(vm: VmFolder): Promise<string> {
   await mkdir(vm.path(SAVED_DIR), { recursive: true });
+  await rm(vm.path(SAVED_STATE_FILE), { force: true });
   return vm.path(SAVED_STATE_FILE);
 }
 
@@ -87,6 +91,27 @@ export async function recordSavedState(vm: VmFolder, machine: string, checkpoint
   };
   await writeFileAtomic(vm.path(RECORD_FILE), `${JSON.stringify(record, null, 2)}\n`);
   return record;
+}
+
+/**
+ * After a checkpoint of a Saved VM committed (its finish, run again by recovery): Now's saved state,
+ * recorded for the tree at `baseGeneration`, now belongs to the new tree, whose Now leaves are the
+ * checkpoint's empty children (the same content). Does nothing when the record is already carried or
+ * belongs to neither tree.
+ */
+export async function carrySavedState(vm: VmFolder, baseGeneration: number): Promise<void> {
+  const path = vm.path(RECORD_FILE);
+  let record: SavedRecord;
+  try {
+    record = parseWith(SavedRecordSchema, JSON.parse(await readFile(path, 'utf8')), path);
+  } catch {
+    return;
+  }
+  const m = vm.manifest;
+  // It fitted the tree the checkpoint froze: that generation, and Now's leaves then (the parents of Now's leaves now).
+  if (record.generation !== baseGeneration) return;
+  for (const d of m.disks) if (m.nodes.find((n) => n.id === m.now.disks[d.id])?.parent !== record.now[d.id]) return;
+  await writeFileAtomic(path, `${JSON.stringify({ ...record, generation: m.generation, now: { ...m.now.disks } }, null, 2)}\n`);
 }
 
 /** Forgets the saved state: the record first (durably), then the state file. */

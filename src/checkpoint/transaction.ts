@@ -22,7 +22,7 @@
  * did. After the commit the new tree's files all exist. So a crash at any instant leaves a VM that
  * opens with the old tree or the new one.
  */
-import { copyFile, mkdir, open, readdir, rmdir, stat } from 'node:fs/promises';
+import { copyFile, link, mkdir, open, readdir, rmdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import * as v from 'valibot';
 import { removeFile, renameFile, syncFolder, writeFileAtomic, writeFileAtomicSync } from '../io/durable.js';
@@ -34,6 +34,7 @@ import { createDisk, openDisk } from '../chain/open-disk.js';
 import type { LongOperationOptions } from '../ops/progress.js';
 import { JOURNAL_DIR, SNAPSHOTS_DIR, type VmFolder } from './folder.js';
 import { checkManifest, isConfinedRelative, ManifestSchema, parseWith, type Manifest } from './manifest.js';
+import { carrySavedState } from './saved-state.js';
 import { testPoint } from './test-points.js';
 
 const Rel = v.pipe(v.string(), v.check(isConfinedRelative, 'expected a path inside the VM folder'));
@@ -48,6 +49,8 @@ const ActionSchema = v.variant('kind', [
   v.strictObject({ kind: v.literal('json'), file: Rel, value: v.unknown() }),
   /** A running VM's memory and device state, written by its worker before the commit (a standard checkpoint); rolled back by deleting it. */
   v.strictObject({ kind: v.literal('state'), file: Rel }),
+  /** A file of the VM folder linked under a second name (a Saved VM's state kept in its checkpoint); rolled back by removing that name. */
+  v.strictObject({ kind: v.literal('link'), from: Rel, file: Rel }),
   /** A file copied in from outside the folder. */
   v.strictObject({ kind: v.literal('copy'), from: Abs, file: Rel }),
   /** A file moved in (same file system); rolled back by moving it out again. */
@@ -93,6 +96,8 @@ const RecordSchema = v.strictObject({
   collapse: v.nullable(CollapseSchema),
   /** Unnamed nodes this transaction leaves, merged with their only child after the commit (collapse.ts); the record stays until they are. */
   followUp: v.array(v.string()),
+  /** A checkpoint of a Saved VM: Now's saved state follows Now onto the new children at finish (saved-state.ts). */
+  carrySavedState: v.optional(v.literal(true)),
 });
 export type TransactionRecord = Omit<v.InferOutput<typeof RecordSchema>, 'manifest'> & { manifest: Manifest };
 
@@ -109,6 +114,7 @@ export interface Plan {
   group?: TransactionRecord['group'];
   collapse?: CollapseSpec;
   followUp?: string[];
+  carrySavedState?: true;
 }
 
 const MAX_RECORD_BYTES = 32 * 1024 * 1024;
@@ -181,6 +187,7 @@ export class Transaction {
       group: plan.group ?? null,
       collapse: plan.collapse ?? null,
       followUp: plan.followUp ?? [],
+      ...(plan.carrySavedState ? { carrySavedState: true as const } : {}),
     };
     checkManifest(plan.manifest, 'the planned manifest');
     await mkdir(join(vm.realFolder, JOURNAL_DIR), { recursive: true });
@@ -249,6 +256,7 @@ export class Transaction {
   /** Deletes what the committed tree no longer needs (never a file it names), then the record. */
   async finish(): Promise<void> {
     if (!this.committed) throw new Error('internal: finish before commit');
+    if (this.record.carrySavedState) await carrySavedState(this.vm, this.record.baseGeneration);
     const named = namedFiles(this.vm.manifest);
     const folders = new Set<string>();
     for (const [i, rel] of this.record.removes.entries()) {
@@ -344,6 +352,9 @@ async function runAction(vm: VmFolder, action: Action, options: PrepareOptions):
       return;
     case 'state':
       return; // the worker writes it between prepare and commit
+    case 'link':
+      if (!(await exists(file))) await link(vm.path(action.from), file);
+      return;
     case 'copy':
       if (!(await exists(file))) await copyIn(action.from, file);
       return;
@@ -367,6 +378,7 @@ async function undoAction(vm: VmFolder, action: Action): Promise<void> {
     case 'disk':
     case 'json':
     case 'state':
+    case 'link':
     case 'copy':
       await removeFile(file);
       await removeFile(`${file}.tmp`);

@@ -20,6 +20,12 @@ function body(properties: Record<string, object>, required: string[]) {
   return { schema: { body: { type: 'object', properties, required, additionalProperties: false } } } as const;
 }
 
+/** A checkpoint as a job's title names it: its name (read from vm.json), else the reference given. */
+async function labelOf(folder: string, ref: string): Promise<string> {
+  const name = await withVm(folder, { lock: 'none', command: 'console' }, async (vm) => vm.manifest.checkpoints.find((c) => c.id === ref || c.name === ref)?.name).catch(() => undefined);
+  return name === undefined ? ref.slice(0, 8) : `"${name}"`;
+}
+
 const options = (ctx: JobContext) => ({ signal: ctx.signal, onProgress: ctx.onProgress });
 
 export function registerVmActionRoutes(app: FastifyInstance, { roots, jobs }: ConsoleContext): void {
@@ -44,7 +50,7 @@ export function registerVmActionRoutes(app: FastifyInstance, { roots, jobs }: Co
       const { checkpoint, checkpointFirst, name } = req.body;
       const job = jobs.start({
         kind: 'apply',
-        title: `Apply checkpoint ${checkpoint.slice(0, 8)} to ${folder}${checkpointFirst ? ' (Now saved first)' : ' (Now discarded)'}`,
+        title: `Apply checkpoint ${await labelOf(folder, checkpoint)} to ${folder}${checkpointFirst ? ' (Now saved first)' : ' (Now discarded)'}`,
         locks: [folder],
         about: { vm: folder, checkpoint, action: 'apply' },
         run: (ctx) => applyVm(folder, checkpoint, { checkpointFirst: checkpointFirst ? (name ?? true) : false, ...options(ctx) }),
@@ -61,7 +67,7 @@ export function registerVmActionRoutes(app: FastifyInstance, { roots, jobs }: Co
       const { checkpoint, subtree } = req.body;
       const job = jobs.start({
         kind: 'remove',
-        title: `Remove checkpoint ${checkpoint.slice(0, 8)}${subtree ? ' and its subtree' : ''} from ${folder}`,
+        title: `Remove checkpoint ${await labelOf(folder, checkpoint)}${subtree ? ' and its subtree' : ''} from ${folder}`,
         locks: [folder],
         about: { vm: folder, checkpoint, action: subtree ? 'remove-subtree' : 'remove' },
         run: (ctx) => removeVm(folder, checkpoint, { subtree, command: 'console: checkpoint remove', ...options(ctx) }),
@@ -87,7 +93,7 @@ export function registerVmActionRoutes(app: FastifyInstance, { roots, jobs }: Co
       const { checkpoint, format } = req.body;
       const job = jobs.start({
         kind: 'export',
-        title: `Export checkpoint ${checkpoint.slice(0, 8)} to ${target}`,
+        title: `Export checkpoint ${await labelOf(folder, checkpoint)} to ${target}`,
         // The export reads the VM (its read lock) and creates the target and its staging folder beside it.
         locks: [folder, target, `${target}.diskchain-partial`],
         about: { vm: folder, checkpoint, action: 'export' },

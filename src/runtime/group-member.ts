@@ -4,6 +4,7 @@
  *
  *   group-prepare {group, members, name, created, type?}   plan, record, children, freeze (production);
  *                                                          from here the session holds the worker's turn
+ *   group-freeze                                           production: the guest's file systems frozen
  *   group-pause                                            QMP stop, flush, children again, state (standard):
  *                                                          the member's vote; it waits for the decision
  *   group-commit | group-abort                             commit, switch, cont, thaw | roll back, cont, thaw
@@ -26,8 +27,8 @@ import type { ControlPeer } from './control.js';
 import { LiveCheckpointRun, type LiveCheckpointResult } from './live-checkpoint.js';
 import type { VmWorker, WorkerInternals } from './worker.js';
 
-/** How long a member waits for its coordinator's next word before it settles alone. */
-export const DECISION_TIMEOUT_MS = Number(process.env.DISKCHAIN_GROUP_TIMEOUT_MS) || 120_000;
+/** How long a member waits for its coordinator's next word before it settles alone, unless the coordinator says (`waitMs`, at most an hour). */
+export const DECISION_TIMEOUT_MS = 120_000;
 
 /** group-commit's answer: the member's live checkpoint and its VM's name. */
 export type MemberCommitResult = LiveCheckpointResult & { vm: string };
@@ -46,6 +47,7 @@ class GroupSession {
     private readonly run: LiveCheckpointRun,
     private readonly group: { id: string; members: string[] },
     peer: ControlPeer,
+    private readonly waitMs: number,
   ) {
     void peer.closed.then(() => this.lost("the coordinator's connection closed"));
     this.arm();
@@ -53,7 +55,7 @@ class GroupSession {
 
   private arm(): void {
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.lost(`no word from the coordinator within ${DECISION_TIMEOUT_MS} ms`), DECISION_TIMEOUT_MS);
+    this.timer = setTimeout(() => void this.lost(`no word from the coordinator within ${this.waitMs} ms`), this.waitMs);
   }
 
   /** Steps run one after the other; none after the session ended. */
@@ -70,6 +72,20 @@ class GroupSession {
     this.phase = 'ended';
     clearTimeout(this.timer);
     this.resolveDone();
+  }
+
+  freeze(): Promise<{ frozen: true }> {
+    return this.step('freeze', async () => {
+      if (this.phase !== 'prepared') throw new DiskchainError('INVALID_ARGUMENT', 'group-freeze comes after group-prepare, before group-pause');
+      try {
+        await this.run.freeze();
+      } catch (e) {
+        await this.abortHere();
+        throw e;
+      }
+      this.arm();
+      return { frozen: true as const };
+    });
   }
 
   pause(): Promise<{ paused: true }> {
@@ -122,7 +138,8 @@ class GroupSession {
 
   /** The coordinator is gone: settle by the decision file (see the top of the file). */
   private lost(why: string): Promise<void> {
-    return this.step('settle', async () => {
+    const next = this.chain.then(async () => {
+      if (this.phase === 'ended') return;
       let decision: 'commit' | 'abort' = 'abort';
       // Without this member's vote nobody can have committed; with it, the decision file says.
       if (this.phase === 'paused') decision = await claimGroupDecision(this.group.members, this.group.id, 'abort', `the worker of ${this.w.vm.realFolder} (pid ${process.pid}): ${why}`);
@@ -130,13 +147,15 @@ class GroupSession {
       if (decision === 'commit') await this.commitHere();
       else await this.abortHere();
       // Whichever member settles last finds no record of the group left and removes the decision.
-      if (this.phase === 'ended') await pruneGroupDecisions(this.group.members[0]!);
-    }).catch((e: unknown) => this.w.warn(`group checkpoint ${this.group.id}: settling without the coordinator failed: ${e instanceof Error ? e.message : String(e)}`));
+      await pruneGroupDecisions(this.group.members[0]!);
+    });
+    this.chain = next.catch(() => undefined);
+    return next.catch((e: unknown) => this.w.warn(`group checkpoint ${this.group.id}: settling without the coordinator failed: ${e instanceof Error ? e.message : String(e)}`));
   }
 }
 
-function parsePrepare(w: WorkerInternals, args: Record<string, unknown>): { group: { id: string; members: string[] }; name: string; created: Date; type?: CheckpointType } {
-  const { group, members, name, created, type } = args;
+function parsePrepare(w: WorkerInternals, args: Record<string, unknown>): { group: { id: string; members: string[] }; name: string; created: Date; type?: CheckpointType; waitMs: number } {
+  const { group, members, name, created, type, waitMs } = args;
   const bad = (what: string): DiskchainError => new DiskchainError('INVALID_ARGUMENT', `group-prepare: ${what}`);
   if (typeof group !== 'string' || !/^[0-9a-f-]{36}$/.test(group)) throw bad('"group" is a group id');
   if (!Array.isArray(members) || members.length < 2 || members.length > 64 || !members.every((m): m is string => typeof m === 'string' && m.startsWith('/'))) throw bad('"members" lists the members\' folders (absolute paths)');
@@ -145,7 +164,8 @@ function parsePrepare(w: WorkerInternals, args: Record<string, unknown>): { grou
   const at = typeof created === 'string' ? new Date(created) : undefined;
   if (!at || Number.isNaN(at.getTime())) throw bad('"created" is an ISO time');
   if (type !== undefined && type !== 'standard' && type !== 'production') throw bad('"type" is standard or production');
-  return { group: { id: group, members }, name, created: at, ...(type ? { type } : {}) };
+  if (waitMs !== undefined && !(typeof waitMs === 'number' && Number.isSafeInteger(waitMs) && waitMs > 0 && waitMs <= 3_600_000)) throw bad('"waitMs" is a number of ms, at most an hour');
+  return { group: { id: group, members }, name, created: at, ...(type ? { type } : {}), waitMs: typeof waitMs === 'number' ? waitMs : DECISION_TIMEOUT_MS };
 }
 
 /** group-prepare: answers once prepared; the session then holds the worker's turn until it ends. */
@@ -161,7 +181,7 @@ function prepare(w: WorkerInternals, args: Record<string, unknown>, peer: Contro
         reject(e);
         return;
       }
-      const session = new GroupSession(w, run, options.group, peer);
+      const session = new GroupSession(w, run, options.group, peer, options.waitMs);
       sessions.set(peer, session);
       resolve({ prepared: true, type: run.type });
       await session.done;
@@ -180,6 +200,7 @@ function sessionOf(peer: ControlPeer): GroupSession {
 export function registerGroupOperations(worker: VmWorker): void {
   const open = { exclusive: false };
   worker.register('group-prepare', prepare, open);
+  worker.register('group-freeze', async (_w, _args, peer) => sessionOf(peer).freeze(), open);
   worker.register('group-pause', async (_w, _args, peer) => sessionOf(peer).pause(), open);
   worker.register('group-commit', async (_w, _args, peer) => sessionOf(peer).commit(), open);
   worker.register('group-abort', async (_w, _args, peer) => sessionOf(peer).abort(), open);

@@ -7,9 +7,9 @@
  *   plan, forecast         the checkpoint and one child per disk; NO_SPACE before anything (a
  *                          standard one also needs room for the memory)
  *   record                 journal/<tx>.json
+ *   prepare                config, children (made while the guest runs)
  *   [production] freeze    guest-fsfreeze-freeze through the guest agent (its file systems flushed
  *                          and held still)
- *   prepare                config, children (made while the guest runs)
  *   ── the guest pauses ──
  *   QMP stop               every guest write drained to the worker
  *   flush                  the served leaves durable
@@ -106,8 +106,8 @@ export interface LiveCheckpointOptions {
 }
 
 /**
- * One live checkpoint in its phases (the diagram at the top): `begin` (plan, record, children,
- * freeze), `pause` (stop, flush, children again, state), `commit` (commit, switch, cont, thaw,
+ * One live checkpoint in its phases (the diagram at the top): `begin` (plan, record, children),
+ * `freeze` (production), `pause` (stop, flush, children again, state), `commit` (commit, switch, cont, thaw,
  * finish) or `abort` (roll back, cont, thaw). A single checkpoint runs them in a row; a group
  * member waits for its group's decision between pause and commit.
  */
@@ -169,10 +169,6 @@ export class LiveCheckpointRun {
       // its child made again once the guest is stopped.
       run.identities = w.disks.leafIdentities();
       await tx.prepare();
-      if (agent) {
-        run.frozenAt = performance.now();
-        run.frozen = await agent.fsfreezeFreeze({ timeoutMs: 60_000 });
-      }
       return run;
     } catch (e) {
       if (tx && !tx.committed) await tx.rollback().catch(() => undefined);
@@ -185,6 +181,13 @@ export class LiveCheckpointRun {
     const t = performance.now();
     this.phases[name] = t - (this.mark || this.pausedAt);
     this.mark = t;
+  }
+
+  /** Production: the guest's file systems frozen through its agent (its vCPUs still run). */
+  async freeze(): Promise<void> {
+    if (!this.agent || this.frozen !== null) return;
+    this.frozenAt = performance.now();
+    this.frozen = await this.agent.fsfreezeFreeze({ timeoutMs: 60_000 });
   }
 
   /** The guest stopped, its writes durable, the memory state saved (standard): ready to commit. */
@@ -263,6 +266,7 @@ export class LiveCheckpointRun {
 export async function liveCheckpoint(w: WorkerInternals, options: LiveCheckpointOptions = {}): Promise<LiveCheckpointResult> {
   const run = await LiveCheckpointRun.begin(w, options);
   try {
+    await run.freeze();
     await run.pause();
   } catch (e) {
     await run.abort();

@@ -9,7 +9,9 @@
  *   plan, forecast     off VMs: the checkpoint and its space (NO_SPACE before anything); running VMs
  *                      forecast their own in prepare
  *   prepare × VM       off: record (group, coordinated) and children; running: group-prepare (plan,
- *                      record, children, production: the guest's file systems frozen)
+ *                      record, children)
+ *   freeze × running   group-freeze, all at once: production: the guest's file systems frozen (its
+ *                      vCPUs still run), so that no guest is stopped while another one freezes
  *   pause × running    group-pause, all at once: QMP stop, writes flushed, standard: memory saved.
  *                      An answer is the member's vote
  *   decide             the commit point: `commit` claimed in the decision file, <first member>/journal/
@@ -31,20 +33,20 @@
  *    commits and resumes; the off VMs' records are committed by their next opening;
  *  - a worker dies: QEMU dies with it (vm-runtime.md); before the decision the coordinator aborts the
  *    others, after it the dead VM's record is committed at its next start;
- *  - a coordinator that is alive but silent: each worker waits DECISION_TIMEOUT_MS (the guest paused),
- *    then settles as if it had died.
+ *  - a coordinator that is alive but silent: each worker waits as long as the slowest step may take
+ *    (`waitMs`, 11 minutes; the guest paused), then settles as if it had died.
  * So every VM ends with the group's checkpoint or without it, the same for all, and every guest that
  * ran is running again.
  */
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import type { LongOperationOptions } from '../ops/progress.js';
-import { checkpointBytes, checkpointInfo, planCheckpoint, type CheckpointInfo } from '../checkpoint/create.js';
+import { checkpointBytes, checkpointInfo, planCheckpointOf, type CheckpointInfo } from '../checkpoint/create.js';
 import { virtualSizes } from '../checkpoint/disks.js';
 import type { VmFolder } from '../checkpoint/folder.js';
 import { claimGroupDecision, removeGroupDecision } from '../checkpoint/group-decision.js';
 import { defaultGroupName, ensureGroupSpace } from '../checkpoint/group.js';
-import type { CheckpointType } from '../checkpoint/manifest.js';
+import type { Checkpoint, CheckpointType } from '../checkpoint/manifest.js';
 import { testPoint } from '../checkpoint/test-points.js';
 import { Transaction } from '../checkpoint/transaction.js';
 import { openVmFolder } from '../checkpoint/vms.js';
@@ -97,7 +99,7 @@ interface OffMember {
   real: string;
   vm: VmFolder;
   tx?: Transaction;
-  checkpoint?: ReturnType<typeof planCheckpoint>['checkpoint'];
+  checkpoint?: Checkpoint;
 }
 
 type Member = LiveMember | OffMember;
@@ -136,7 +138,7 @@ async function closeMembers(members: Member[]): Promise<void> {
 /** Every member's part before the decision; throws (nothing undone yet) on the first failure. */
 async function prepareAll(members: Member[], ids: { group: string; realFolders: string[]; name: string; created: Date }, options: LiveGroupOptions, command: string): Promise<void> {
   const off = members.filter((m): m is OffMember => m.kind === 'off');
-  const planned = off.map((m) => ({ m, ...planCheckpoint(m.vm.manifest, { name: ids.name, created: ids.created, group: ids.group }) }));
+  const planned = await Promise.all(off.map(async (m) => ({ m, ...(await planCheckpointOf(m.vm, { name: ids.name, created: ids.created, group: ids.group })) })));
   await ensureGroupSpace(await Promise.all(off.map(async (m) => ({ vm: m.vm, bytes: checkpointBytes(m.vm, await virtualSizes(m.vm)) }))), `the group checkpoint "${ids.name}"`);
   for (const p of planned) {
     p.m.checkpoint = p.checkpoint;
@@ -145,7 +147,8 @@ async function prepareAll(members: Member[], ids: { group: string; realFolders: 
   }
   throwIfAborted(options.signal);
   const live = members.filter((m): m is LiveMember => m.kind === 'running');
-  const args = { group: ids.group, members: ids.realFolders, name: ids.name, created: ids.created.toISOString(), ...(options.type ? { type: options.type } : {}) };
+  // A member waits for the next word as long as the slowest step may take (another member's state save).
+  const args = { group: ids.group, members: ids.realFolders, name: ids.name, created: ids.created.toISOString(), waitMs: PAUSE_MS + 60_000, ...(options.type ? { type: options.type } : {}) };
   await settleAll(
     live.map(async (m) => {
       m.client = await ControlClient.connect(m.control);
@@ -154,6 +157,7 @@ async function prepareAll(members: Member[], ids: { group: string; realFolders: 
     }),
   );
   throwIfAborted(options.signal);
+  await settleAll(live.map((m) => m.client!.call('group-freeze', {}, { timeoutMs: PREPARE_MS })));
   // Every guest paused together; each answer is that member's vote.
   await settleAll(live.map((m) => m.client!.call('group-pause', {}, { timeoutMs: PAUSE_MS })));
   testPoint('live-group:paused');

@@ -27,7 +27,7 @@ import { openDisk } from '../chain/open-disk.js';
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import type { CollapseForecast } from '../checkpoint/collapse.js';
-import { testPoint } from '../checkpoint/test-points.js';
+import { testHold, testPoint } from '../checkpoint/test-points.js';
 import type { Transaction } from '../checkpoint/transaction.js';
 import type { VirtualDisk } from '../formats/types.js';
 import { ChainBackend } from '../server/backend.js';
@@ -114,6 +114,7 @@ export async function mergeLeafIntoParent(w: WorkerInternals, tx: Transaction, f
         copied += await w.disks.changeLeaf(diskId, at, length, (leaf) => copyOwnRanges(leaf, nodeChain, at, length, buffer));
         scanned += length;
         o.onProgress(scanned);
+        await testHold('live-remove:piece');
       }
     }
     const exported = w.disks.exports.get(diskId)!;
@@ -129,8 +130,15 @@ export async function mergeLeafIntoParent(w: WorkerInternals, tx: Transaction, f
   } catch (e) {
     if (!switching) {
       await w.disks.swapBackend(diskId, new ChainBackend(served)).catch(() => undefined);
+      // The node may carry the session's DataWriteGuid now: the leaf names it as its primary link
+      // again, so a later merge finds the leaf as the node's child by that identity.
+      const identity = node.identity();
       await node.close().catch(() => undefined);
-      await w.disks.relinkLeaf(diskId, async () => undefined).catch(() => undefined);
+      await w.disks
+        .relinkLeaf(diskId, async (leaf) => {
+          if (leaf.setParent) await leaf.setParent(linkTo(leaf.path, nodePath, identity));
+        })
+        .catch(() => undefined);
     }
     throw e;
   }

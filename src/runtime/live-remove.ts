@@ -35,7 +35,9 @@
  */
 import { realpath } from 'node:fs/promises';
 import { DiskChain } from '../chain/disk-chain.js';
+import { sameIdentity } from '../chain/identity.js';
 import { linkTo } from '../chain/link-paths.js';
+import { openDisk } from '../chain/open-disk.js';
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
 import { abandonMerge } from '../ops/merge-abandon.js';
 import { findPendingMerge, merge } from '../ops/merge.js';
@@ -59,6 +61,8 @@ export interface LiveRemoveProgress {
   step: string;
   done: number;
   total: number;
+  /** A cancel was asked for: the removal stops at the next piece. */
+  cancelling: boolean;
 }
 
 interface Running {
@@ -78,6 +82,7 @@ export function registerLiveRemove(worker: VmWorker): void {
     'remove-cancel',
     (w) => {
       const r = running.get(w);
+      if (r) r.progress.cancelling = true;
       r?.abort.abort(new DiskchainError('ABORTED', 'the removal was cancelled'));
       return Promise.resolve({ cancelled: r !== undefined });
     },
@@ -89,7 +94,7 @@ export async function liveRemove(w: WorkerInternals, ref: string, options: { sub
   if (!['Running', 'Paused'].includes(w.state)) throw new DiskchainError('VM_STATE', `the VM is ${w.state}; removing a checkpoint of a running VM needs it Running or Paused`, { state: w.state });
   const abort = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, abort.signal]) : abort.signal;
-  const state: Running = { abort, progress: { step: 'plan', done: 0, total: 0 } };
+  const state: Running = { abort, progress: { step: 'plan', done: 0, total: 0, cancelling: false } };
   running.set(w, state);
   try {
     return await removeInWorker(w, ref, { subtree: options.subtree ?? false, signal, progress: state.progress });
@@ -183,9 +188,30 @@ async function runLiveCollapse(w: WorkerInternals, f: CollapseForecast, o: CopyO
 async function settleCancelled(w: WorkerInternals, tx: Transaction, f: CollapseForecast): Promise<void> {
   if (f.direction === 'merge') {
     const child = w.vm.path(f.victim);
-    if (await findPendingMerge(child, { into: w.vm.path(f.survivor) }).catch(() => undefined)) await abandonMerge(child, { into: w.vm.path(f.survivor) });
+    if (await findPendingMerge(child, { into: w.vm.path(f.survivor) }).catch(() => undefined)) {
+      await abandonMerge(child, { into: w.vm.path(f.survivor) });
+      await relinkToCurrent(child, w.vm.path(f.survivor));
+    }
   }
   await tx.rollback();
+}
+
+/**
+ * After an abandoned merge the child names the node by parent_linkage2 only (the node took the
+ * session's DataWriteGuid): its primary link is set to the node's identity again, so that a later
+ * merge of the node finds the child as its dependent by that identity. The served handles keep
+ * reading (only the child's metadata changes).
+ */
+async function relinkToCurrent(childPath: string, nodePath: string): Promise<void> {
+  const node = await openDisk(nodePath);
+  const identity = node.identity();
+  await node.close();
+  const child = await openDisk(childPath, { writable: true });
+  try {
+    if (child.parent && child.setParent && !sameIdentity(child.parent.expected, identity)) await child.setParent(linkTo(child.path, nodePath, identity));
+  } finally {
+    await child.close();
+  }
 }
 
 /**
@@ -268,6 +294,7 @@ async function rebaseIntoLeaf(w: WorkerInternals, f: CollapseForecast, diskId: s
       });
       scanned += length;
       o.onProgress(scanned);
+      await testHold('live-remove:piece');
     }
   }
   onCopied();

@@ -72,20 +72,44 @@ function progressText(job: JobView): string {
   return job.kind === 'scan' ? `${p.done} of ${p.total} disks linked` : `${bytes(p.done)} of ${bytes(p.total)}`;
 }
 
-/** One line that says what the job did. */
-function JobResult({ job }: { job: JobView }) {
-  const r = job.result as Record<string, unknown> | null;
+type Named = { name: string };
+const quoted = (list: Named[]): string => list.map((c) => `"${c.name}"`).join(', ');
+
+/** What a finished job did, in a line, from its result (null when there is nothing more to say). */
+function outcome(job: JobView): string | null {
+  const r = job.result as Record<string, any> | null; // eslint-disable-line @typescript-eslint/no-explicit-any
   if (!r) return null;
-  let text: string | null = null;
-  if (job.kind === 'scan') {
-    const s = r.summary as { disks: number; trees: number; consistent: boolean } | undefined;
-    if (s) text = `${s.disks} disk(s) in ${s.trees} tree(s)${s.consistent ? ', consistent' : ', with findings'}`;
-  } else if (job.kind === 'merge' && typeof r.target === 'string') {
-    text = `merged into ${r.target}, ${bytes(r.bytesCopied as number)} copied`;
-  } else if (job.kind === 'convert' && typeof r.bytesWritten === 'number') {
-    text = `${bytes(r.bytesWritten)} written`;
-  } else if (job.kind === 'reparent' && typeof r.parent === 'string') {
-    text = `now points at ${r.parent}`;
+  switch (job.kind) {
+    case 'scan': {
+      const s = r.summary as { disks: number; trees: number; consistent: boolean } | undefined;
+      return s ? `${s.disks} disk(s) in ${s.trees} tree(s)${s.consistent ? ', consistent' : ', with findings'}` : null;
+    }
+    case 'merge':
+      return typeof r.target === 'string' ? `merged into ${r.target}, ${bytes(r.bytesCopied as number)} copied` : null;
+    case 'convert':
+      return typeof r.bytesWritten === 'number' ? `${bytes(r.bytesWritten)} written` : null;
+    case 'reparent':
+      return typeof r.parent === 'string' ? `now points at ${r.parent}` : null;
+    case 'checkpoint':
+      return r.checkpoint ? `created "${r.checkpoint.name}"${r.running ? ' while the guest ran' : ''}` : null;
+    case 'apply':
+      return r.applied ? `Now starts from "${r.applied.name}"${r.savedFirst ? `; the old Now is kept as "${r.savedFirst.name}"` : `; ${r.discarded?.length ?? 0} file(s) of the old Now discarded`}` : null;
+    case 'remove':
+      return Array.isArray(r.removed) ? `removed ${quoted(r.removed)}${r.merged?.length ? `; ${r.merged.length} merge(s)` : ''}${r.running ? ' while the guest ran' : ''}` : null;
+    case 'export':
+      return typeof r.folder === 'string' ? `exported "${r.checkpoint?.name}" as a new VM in ${r.folder}` : null;
+    case 'import':
+      return typeof r.folder === 'string' ? `the VM "${r.name}" with ${r.checkpoints?.length ?? 0} checkpoint(s) in ${r.folder}` : null;
+    case 'group-checkpoint':
+      return Array.isArray(r.checkpoints) ? `${r.checkpoints.length} VMs checkpointed at one instant` : null;
+    case 'power':
+      return typeof r.state === 'string' ? `the VM is ${r.state}` : null;
+    default:
+      return null;
   }
+}
+
+function JobResult({ job }: { job: JobView }) {
+  const text = outcome(job);
   return text ? <p class="job-result">{text}</p> : null;
 }

@@ -3,7 +3,7 @@
 // while it is visible and reloads its full view when what it shows no longer matches.
 import { useEffect, useRef } from 'preact/hooks';
 import type { VmPulse } from '../routes-vms.js';
-import { api, query } from './api.js';
+import { api, ApiError, query } from './api.js';
 
 /** How often a visible page asks: often enough to follow a start or a stop, rare enough to cost nothing. */
 export const PULSE_MS = 2000;
@@ -37,17 +37,20 @@ export function usePulse(path: string | null, shown: string | null, reload: () =
       timer = undefined;
       if (document.visibilityState === 'visible' && latest.current.shown !== null) {
         controller = new AbortController();
+        let now: string | null;
         try {
           const { vms } = await api.get<{ vms: VmPulse[] }>(query('/api/vms/status', { path: path ?? undefined }), controller.signal);
-          const now = fingerprint(vms);
-          const l = latest.current;
-          // Reload once per difference: the same view against the same status is not asked again.
-          if (!stopped && l.shown !== null && now !== l.shown && !(l.asked.pulse === now && l.asked.shown === l.shown)) {
-            l.asked = { pulse: now, shown: l.shown };
-            l.reload();
-          }
-        } catch {
-          // The server is gone or refused: the page's own load shows why; try again at the next tick.
+          now = fingerprint(vms);
+        } catch (e) {
+          // A refusal from the server (the VM folder is gone: NOT_FOUND) is a change too: the reload shows
+          // the error where the page was. No answer at all (the server stopped) leaves the page as it is.
+          now = e instanceof ApiError && e.status !== 0 ? `error ${e.body.code}` : null;
+        }
+        const l = latest.current;
+        // Reload once per difference: the same view against the same status is not asked again.
+        if (!stopped && now !== null && l.shown !== null && now !== l.shown && !(l.asked.pulse === now && l.asked.shown === l.shown)) {
+          l.asked = { pulse: now, shown: l.shown };
+          l.reload();
         }
       }
       if (!stopped) timer = setTimeout(() => void tick(), PULSE_MS);

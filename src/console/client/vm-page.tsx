@@ -123,7 +123,7 @@ function CreateForm({ path, jobs }: { path: string; jobs: JobView[] }) {
   return (
     <form class="create-form" onSubmit={submit} aria-label="Create a checkpoint">
       <div class="row">
-        <input type="text" aria-label="Checkpoint name" placeholder="name (default: VM and time)" value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} />
+        <input type="text" aria-label="Checkpoint name" placeholder="name (optional)" title="empty: the VM's name and the date and time" value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} />
         <button type="submit" class="primary">
           Create checkpoint
         </button>

@@ -108,7 +108,7 @@ function GroupForm({ picked }: { picked: string[] }) {
   return (
     <form class="row group-form" onSubmit={submit} aria-label="Group checkpoint">
       <span class="muted small">{picked.length} selected</span>
-      <input type="text" aria-label="Group checkpoint name" placeholder="name (default: Group and time)" value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} />
+      <input type="text" aria-label="Group checkpoint name" placeholder="name (optional)" title="empty: Group and the date and time" value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} />
       <button type="submit" disabled={picked.length < 2} title="checkpoint the selected VMs at one instant, all or none">
         Group checkpoint
       </button>
