@@ -7,7 +7,7 @@
  *   handed over through the worker's served handle. disk2 read through the worker's NBD socket never
  *   changes during the removal; every checkpoint left and Now read as the flat copies hashed before;
  *   the counter goes on (same boot); vm check is clean afterwards.
- * - cancel: removing C is cancelled while Now's leaf (disk2) is being merged into its parent (held
+ * - cancel (Ctrl-C of the CLI's `checkpoint remove`): removing C is cancelled while Now's leaf (disk2) is being merged into its parent (held
  *   after its first piece by DISKCHAIN_TEST_HOLD_AT): ABORTED, C is gone, its layer stays unnamed,
  *   nothing is pending, every view unchanged.
  * - remove A while the guest writes: the layer the cancel left merges, then Now's leaves merge into
@@ -20,6 +20,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -29,6 +30,9 @@ import { withVm } from '../src/api/vm.js';
 import { removeVm } from '../src/api/vm-remove.js';
 import { startVm, stopVm, vmStatus } from '../src/api/vm-runtime.js';
 import type { GuestImage } from './helpers/guest.js';
+import { EXIT } from '../src/cli/output.js';
+import { callControl } from '../src/runtime/control.js';
+import { CLI } from './helpers/cli.js';
 import { pollUntil, requireGuest, tempFolder } from './helpers/guest.js';
 import { NbdClient } from './helpers/nbd-client.js';
 import { guestDiskOf, killVm, serialOf } from './helpers/vm-runtime.js';
@@ -108,9 +112,9 @@ const lastTick = async (folder: string): Promise<number> => (await serialOf(fold
 const names = (folder: string): Promise<string[]> => withVm(folder, { lock: 'none', recover: false, command: 'test' }, async (vm) => vm.manifest.checkpoints.map((c) => c.name));
 const check = (folder: string, repair = false) => withVm(folder, { lock: repair ? 'write' : 'none', recover: false, command: 'test' }, (vm) => vm.check({ repair }));
 
-/** A removal while disk2 is read through the worker's NBD socket, pass after pass, until it settles. */
-async function removeWatching(folder: string, ref: string, options: { signal?: AbortSignal; onProgress?: (done: number) => void } = {}): Promise<{ outcome: Promise<Awaited<ReturnType<typeof removeVm>>>; seen: string[] }> {
-  const removal = removeVm(folder, ref, options);
+/** A removal (`start`) while disk2 is read through the worker's NBD socket, pass after pass, until it settles. */
+async function removeWatching<T>(folder: string, start: () => Promise<T>): Promise<{ outcome: Promise<T>; seen: string[] }> {
+  const removal = start();
   let done = false;
   const settled = removal.then(
     () => (done = true),
@@ -120,6 +124,16 @@ async function removeWatching(folder: string, ref: string, options: { signal?: A
   while (!done) seen.push(await servedHash(folder));
   await settled;
   return { outcome: removal, seen };
+}
+
+/** The CLI as a process: its exit code and output. */
+function runCli(args: string[]): { child: ChildProcess; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  return { child, done: new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr }))) };
 }
 
 test('remove checkpoints of a running VM while the guest writes: a middle one, a cancelled one, the one under Now', { timeout: 300_000 }, async (t) => {
@@ -144,7 +158,7 @@ test('remove checkpoints of a running VM while the guest writes: a middle one, a
     await t.test('remove B (a middle checkpoint) while the guest writes: the served view never changes, the result equals the flat copies', async () => {
       const tickBefore = await lastTick(folder);
       const progress: number[] = [];
-      const { outcome, seen } = await removeWatching(folder, 'B', { onProgress: (done) => progress.push(done) });
+      const { outcome, seen } = await removeWatching(folder, () => removeVm(folder, 'B', { onProgress: (done) => progress.push(done) }));
       const r = await outcome;
       assert.equal(r.running, true);
       assert.deepEqual(r.removed.map((c) => c.name), ['B']);
@@ -158,14 +172,18 @@ test('remove checkpoints of a running VM while the guest writes: a middle one, a
       t.diagnostic(`served passes during the removal: ${seen.length}; progress reports: ${progress.length}`);
     });
 
-    await t.test("cancel: removing C stops in the middle of merging Now's leaf into its parent; C is gone, nothing reads differently", async () => {
-      const abort = new AbortController();
-      const watching = removeWatching(folder, 'C', { signal: abort.signal });
+    await t.test("cancel (Ctrl-C of the CLI): removing C stops in the middle of merging Now's leaf into its parent; C is gone, nothing reads differently", async () => {
+      const cli = runCli(['checkpoint', 'remove', folder, 'C']);
+      const watching = removeWatching(folder, () => cli.done);
       await pollUntil(async () => existsSync(hold), (x) => x, 60_000, 'the removal held after its first piece');
-      abort.abort();
+      cli.child.kill('SIGINT');
+      const control = join(folder, 'run', 'control.sock');
+      await pollUntil(() => callControl(control, 'remove-progress') as Promise<{ cancelling: boolean } | null>, (p) => p?.cancelling === true, 30_000, 'the cancel reached the worker');
       await rm(hold);
       const { outcome, seen } = await watching;
-      await assert.rejects(outcome, (e: Error & { code?: string }) => e.code === 'ABORTED');
+      const { code, stderr } = await outcome;
+      assert.equal(code, EXIT.aborted, stderr);
+      assert.equal(stderr.trim().split('\n').length, 1, `one line: ${stderr}`);
       for (const h of seen) assert.equal(h, servedBefore, 'disk2 as served during the removal');
       assert.deepEqual(await names(folder), ['A']);
       const report = await check(folder);
@@ -175,7 +193,7 @@ test('remove checkpoints of a running VM while the guest writes: a middle one, a
 
     await t.test("remove A while the guest writes: the layer the cancel left, then Now's leaves merged into their parents, the exports switched", async () => {
       const tickBefore = await lastTick(folder);
-      const { outcome, seen } = await removeWatching(folder, 'A');
+      const { outcome, seen } = await removeWatching(folder, () => removeVm(folder, 'A'));
       const r = await outcome;
       assert.deepEqual(r.removed.map((c) => c.name), ['A']);
       assert.ok(r.merged.filter((m) => m.direction === 'merge').length >= 3, JSON.stringify(r.merged));

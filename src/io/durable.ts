@@ -112,13 +112,27 @@ export async function removeFile(path: string): Promise<void> {
   await rm(path, { force: true });
 }
 
+/**
+ * Makes a file durable as it stands, data and times (fsync; fdatasync, which writers such as QEMU
+ * flush with, may leave the times to the file system's next commit), without opening it for writing.
+ */
+export async function syncFile(path: string): Promise<void> {
+  await fsyncPath(path);
+  fileEventListener()?.({ kind: 'sync-file', path });
+}
+
 /** Makes renames and removals in a folder durable. */
 export async function syncFolder(folder: string): Promise<void> {
-  const fh = await open(folder, 'r');
+  await fsyncPath(folder);
+  fileEventListener()?.({ kind: 'sync-folder', folder });
+}
+
+/** fsync through a read-only open (Linux allows it for files and folders alike). */
+async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
   try {
     await fh.sync();
   } finally {
     await fh.close();
   }
-  fileEventListener()?.({ kind: 'sync-folder', folder });
 }

@@ -13,6 +13,8 @@ export type FileEvent =
   | { kind: 'truncate'; file: number; length: number }
   | { kind: 'flush-start'; file: number }
   | { kind: 'flush-done'; file: number }
+  /** A file made durable as it stands (fsync through a read-only open): its data and its times. */
+  | { kind: 'sync-file'; path: string }
   | { kind: 'rename'; from: string; to: string }
   | { kind: 'remove'; path: string }
   | { kind: 'sync-folder'; folder: string };

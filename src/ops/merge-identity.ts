@@ -17,7 +17,8 @@ import type { JournalDependent, JournalLayer, MergeJournal } from './merge-journ
  *   a write into a hole changes), and for VHD the file's size and modification time (what any write
  *   changes; a VHD has nothing like the DataWriteGuid). A VHDX's size and mtime are left out: the
  *   merge's own parent_linkage2 update (through the log) touches the lowest layer, and the
- *   DataWriteGuid already covers writes.
+ *   DataWriteGuid already covers writes. The merge syncs each layer before recording its fingerprint,
+ *   so a power cut cannot turn a time back to one older than recorded (docs/crash-safety.md).
  */
 export interface Fingerprint {
   /** VHD only (a VHDX's size changes only with its allocation map, or with the merge's own log writes). */

@@ -1,6 +1,6 @@
 import { realpath, stat, utimes } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { removeFile } from '../io/durable.js';
+import { removeFile, syncFile } from '../io/durable.js';
 import { DiskchainError, isDiskchainError } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import type { ByteSource } from '../io/byte-source.js';
@@ -236,6 +236,10 @@ async function plan(childPath: string, options: MergeOptions, locks: OperationLo
     const upper = new DiskChain(merged, chain.links.slice(0, k - 1));
     const growth = await forecastGrowth(upper, target, options.signal);
     const freeBytes = await ensureSpace(target.path, growth.bytesNeeded, `merging ${childPath} into ${target.path}`);
+    // What the journal records of the layers must survive a power cut as recorded: their writer may
+    // have left their times (a VHD's fingerprint) or even data to the file system's next commit, and a
+    // layer turned back to an older state would then refuse the resume (merge-identity.ts).
+    for (const l of merged) await syncFile(l.path);
     const journal: MergeJournal = {
       operation: 'merge',
       version: 2,

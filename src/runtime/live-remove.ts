@@ -61,6 +61,8 @@ export interface LiveRemoveProgress {
   step: string;
   done: number;
   total: number;
+  /** A cancel was asked for: the removal stops at the next piece. */
+  cancelling: boolean;
 }
 
 interface Running {
@@ -80,6 +82,7 @@ export function registerLiveRemove(worker: VmWorker): void {
     'remove-cancel',
     (w) => {
       const r = running.get(w);
+      if (r) r.progress.cancelling = true;
       r?.abort.abort(new DiskchainError('ABORTED', 'the removal was cancelled'));
       return Promise.resolve({ cancelled: r !== undefined });
     },
@@ -91,7 +94,7 @@ export async function liveRemove(w: WorkerInternals, ref: string, options: { sub
   if (!['Running', 'Paused'].includes(w.state)) throw new DiskchainError('VM_STATE', `the VM is ${w.state}; removing a checkpoint of a running VM needs it Running or Paused`, { state: w.state });
   const abort = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, abort.signal]) : abort.signal;
-  const state: Running = { abort, progress: { step: 'plan', done: 0, total: 0 } };
+  const state: Running = { abort, progress: { step: 'plan', done: 0, total: 0, cancelling: false } };
   running.set(w, state);
   try {
     return await removeInWorker(w, ref, { subtree: options.subtree ?? false, signal, progress: state.progress });

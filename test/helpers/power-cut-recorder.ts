@@ -51,14 +51,18 @@ export class PowerCutRecorder {
 
   private constructor(readonly root: string) {}
 
-  /** Snapshots every file under `root` and starts listening. */
-  static start(root: string, dropFlush?: FlushFilter): PowerCutRecorder {
+  /**
+   * Snapshots every file under `root` and starts listening. `durableTimes` names files whose times on
+   * disk are older than what stat shows now (path → a file holding those): their last writer made the
+   * data durable but not the times (fdatasync), so a cut before the next flush of the file shows them.
+   */
+  static start(root: string, dropFlush?: FlushFilter, durableTimes?: Map<string, string>): PowerCutRecorder {
     const rec = new PowerCutRecorder(resolve(root));
     rec.dropFlush = dropFlush;
     for (const path of listFiles(rec.root)) {
       const inode = rec.nextInode++;
       rec.initialContent.set(inode, new Uint8Array(readFileSync(path)));
-      rec.initialTimes.set(inode, rec.keepTimes(path, `initial-${inode}`));
+      rec.initialTimes.set(inode, durableTimes?.get(path) ?? rec.keepTimes(path, `initial-${inode}`));
       rec.initialNames.set(path, inode);
       rec.names.set(path, inode);
     }
@@ -154,6 +158,14 @@ export class PowerCutRecorder {
         const named = existsSync(f.path) ? f.path : [...this.names].find(([, inode]) => inode === f.inode)?.[0];
         const times = dropped || named === undefined ? {} : { times: this.keepTimes(named, `flush-${this.events.length}`) };
         this.events.push({ kind: 'flush', inode: f.inode, since, dropped, where: stackSummary(stack), ...times });
+        return;
+      }
+      case 'sync-file': {
+        // Everything issued before it is durable, and so are the file's times.
+        const path = this.inside(e.path);
+        const inode = path === undefined ? undefined : this.names.get(path);
+        if (inode === undefined) return;
+        this.events.push({ kind: 'flush', inode, since: this.events.length, dropped: false, where: 'syncFile', times: this.keepTimes(path!, `sync-${this.events.length}`) });
         return;
       }
       case 'rename': {
