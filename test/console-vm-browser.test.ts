@@ -59,7 +59,7 @@ test('the VM pages in chromium: the tree, every checkpoint action with its resul
   browser = await launchBrowser(t);
   if (!browser) return;
     // The refusals this test provokes (a too long name: 400; no token, outside the roots: 403) are logged by chromium.
-  const { page, problems } = await watchedPage(browser, /status of 40[03]/);
+  const { page, problems } = await watchedPage(browser, /status of 40[03]|the page failed to render/);
 
   await page.goto(consoleProc.url);
   // The VMs page: both VMs with their counts.
@@ -235,6 +235,19 @@ test('the VM pages in chromium: the tree, every checkpoint action with its resul
     await copy.close();
   }
   assert.equal((await readManifest(other)).checkpoints[0]?.name, 'Both');
+
+  // An answer the page cannot show (here forged: a VM view without its VM) fails that page only, in place,
+  // never as a blank page; Try again after the server answers properly again shows the VM.
+  await page.route(/\/api\/vm\?path=/, (route) => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ vm: null, state: 'Off', runtime: null, space: null }) }));
+  await page.getByRole('row', { name: /db01/ }).getByRole('link', { name: 'db01' }).click();
+  const failed = page.getByRole('alert', { name: 'This page failed' });
+  await failed.waitFor();
+  assert.match((await failed.textContent())!, /INTERNAL.*this page could not be shown/);
+  assert.equal(await page.getByRole('navigation', { name: 'Pages' }).count(), 1, 'the header stays');
+  await page.unroute(/\/api\/vm\?path=/);
+  await page.getByRole('button', { name: 'Try again' }).click();
+  await page.getByRole('heading', { name: 'db01', level: 1 }).waitFor();
+  await page.getByRole('tree', { name: 'Checkpoints of db01' }).waitFor();
 
   // Without the token header, or outside the roots, the same requests fail; nothing changes.
   const refusals = await page.evaluate(

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { checkpointVm, pauseVm, resumeVm, startVm, stopVm, vmStatus } from '../src/api/vm-runtime.js';
-import { launchBrowser, watchedPage, startConsoleProcess, type Browser, type ConsoleProcess } from './helpers/browser.js';
+import { launchBrowser, shoot, watchedPage, startConsoleProcess, type Browser, type ConsoleProcess } from './helpers/browser.js';
 import { pollUntil, requireGuest, tempFolder } from './helpers/guest.js';
 import { fillUp, mountTmpfs } from './helpers/tmpfs.js';
 import { killVm, makeGuestVm, serialOf } from './helpers/vm-runtime.js';
@@ -77,6 +77,7 @@ test('the console follows a VM changed from outside: start, pause, Paused-Critic
       await badge(page).getByText('Paused-Critical', { exact: true }).waitFor({ timeout: 30_000 });
       assert.match((await page.getByRole('status', { name: 'Runtime' }).textContent())!, /QEMU could not write on .*no space.*Free space, then Resume/);
       assert.deepEqual(await enabledPower(page), ['Stop', 'Resume']);
+      await shoot(page, 'vm-critical');
       // Space freed, Resume from the page: Running again.
       await rm(filler);
       await power(page, 'Resume').click();

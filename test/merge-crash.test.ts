@@ -25,7 +25,7 @@ const CHECKPOINT = MIB;
 /** Writes chosen per phase, spread evenly, beside the first and last change and the first of each kind. */
 const WRITES_PER_PHASE = 4;
 /** A phase with at most this many changes is killed before every one of them. */
-const EVERY_CHANGE_UP_TO = 8;
+const EVERY_CHANGE_UP_TO = 12;
 
 interface MergeEvent {
   n: number;

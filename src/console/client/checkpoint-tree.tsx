@@ -188,6 +188,7 @@ export function CheckpointTree({ vm, selected, onSelect, label }: { vm: VmDescri
 /** What removing a checkpoint gives back; a merge can grow its survivor by more than the files deleted. */
 export function Reclaim({ bytes: n }: { bytes: number | null }) {
   const title = 'what removing it gives back: files deleted, less what the merges that follow add';
-  if (n === null) return <span title={title}>frees —</span>;
+  // Not measured while the VM runs or a job works on it (every layer's allocation map would be read under a writer).
+  if (n === null) return <span title={`${title}; measured when the VM is off and idle`}>frees: not measured now</span>;
   return <span title={title}>{n >= 0 ? `frees ${bytes(n)}` : `removal grows by ${bytes(-n)}`}</span>;
 }

@@ -101,7 +101,7 @@ function outcome(job: JobView): string | null {
     case 'import':
       return typeof r.folder === 'string' ? `the VM "${r.name}" with ${r.checkpoints?.length ?? 0} checkpoint(s) in ${r.folder}` : null;
     case 'group-checkpoint':
-      return Array.isArray(r.checkpoints) ? `${r.checkpoints.length} VMs checkpointed at one instant` : null;
+      return Array.isArray(r.checkpoints) ? `${r.checkpoints.length} VMs checkpointed at one instant${typeof r.pauseMs === 'number' && r.pauseMs > 0 ? `; the running guests paused, the longest ${r.pauseMs} ms` : ''}` : null;
     case 'power':
       return typeof r.state === 'string' ? `the VM is ${r.state}` : null;
     default:

@@ -4,6 +4,7 @@ import { api } from './api.js';
 import { DisksPage } from './disks-page.js';
 import { useLoad, useRoute, type Route } from './hooks.js';
 import { JobsPanel } from './jobs-panel.js';
+import { PageBoundary } from './page-boundary.js';
 import { RecoveryPage } from './recovery-page.js';
 import { VmPage } from './vm-page.js';
 import { VmsPage } from './vms-page.js';
@@ -37,7 +38,9 @@ function App() {
         </span>
       </header>
       <div class="body">
-        <main>{page(route)}</main>
+        <main>
+          <PageBoundary key={`${route.page}?${route.params}`}>{page(route)}</PageBoundary>
+        </main>
         <JobsPanel />
       </div>
     </div>

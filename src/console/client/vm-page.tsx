@@ -162,7 +162,7 @@ function Details({ vm, checkpoint: c, jobs, onAction, onRenamed }: { vm: VmDescr
         <dt>Own bytes</dt>
         <dd>{bytes(c.ownBytes)}</dd>
         <dt>Removal</dt>
-        <dd>{c.reclaimBytes === null ? 'not measured (an operation is pending)' : <Reclaim bytes={c.reclaimBytes} />}</dd>
+        <dd>{c.reclaimBytes === null ? 'not measured while the VM runs, a job works on it or an operation is pending' : <Reclaim bytes={c.reclaimBytes} />}</dd>
         <dt>Children</dt>
         <dd>{c.children.length + (vm.now.parent === c.id ? 1 : 0)}{vm.now.parent === c.id ? ' (with Now)' : ''}</dd>
         <dt>Id</dt>
