@@ -3,7 +3,8 @@
  * that carries the saved state, whatever the VM's checkpoint type, and the VM stays Saved. Started
  * again, the guest resumes (no boot) on the checkpoint's new, empty children, its counter going on;
  * the layers the checkpoint froze never change. Applied later, the checkpoint brings the guest back
- * running from the instant it was saved.
+ * running from the instant it was saved. "Create checkpoint and apply" of a Saved VM keeps its saved
+ * state in the checkpoint taken first: applying that one resumes the guest where it was saved.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -61,6 +62,20 @@ test('a checkpoint of a Saved VM keeps the saved state: the VM stays Saved, resu
     const again = await pollUntil(() => ticks(folder), (x) => x.length >= 2, 60_000, 'ticks after the apply');
     assert.doesNotMatch(await serialOf(folder).text(), /diskchain-guest: ready/, 'restored, not booted');
     assert.ok(again[0]! > savedTick && again[0]! <= savedTick + 2 && again[0]! <= latest, `the counter goes on from the checkpoint's ${savedTick}, not from ${latest}: ${again.slice(0, 3).join(', ')}`);
+
+    // "Create checkpoint and apply" of a Saved VM: the checkpoint taken first keeps the saved state too.
+    await pollUntil(() => ticks(folder), (x) => x.length >= 3, 60_000, 'ticks before the second save');
+    assert.equal((await saveVm(folder)).state, 'Saved');
+    const secondTick = (await ticks(folder)).at(-1)!;
+    const first = await applyVm(folder, c.id, { checkpointFirst: 'first' });
+    assert.equal(first.state, 'Saved', "the applied checkpoint's state is Now's saved state");
+    assert.equal(first.savedFirst?.type, 'standard');
+    const back = await applyVm(folder, first.savedFirst!.id);
+    assert.equal(back.state, 'Saved');
+    await startVm(folder);
+    const resumedAgain = await pollUntil(() => ticks(folder), (x) => x.length >= 2, 60_000, 'ticks after resuming the checkpoint taken first');
+    assert.doesNotMatch(await serialOf(folder).text(), /diskchain-guest: ready/);
+    assert.ok(resumedAgain[0]! > secondTick && resumedAgain[0]! <= secondTick + 2, `the counter goes on from the second save's ${secondTick}: ${resumedAgain.slice(0, 3).join(', ')}`);
 
     assert.equal((await stopVm(folder, { timeoutMs: 60_000 })).state, 'Off');
     const report = await withVm(folder, { lock: 'none', recover: false, command: 'test' }, (vm) => vm.check());

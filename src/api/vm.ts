@@ -21,7 +21,7 @@ import type { RecoveryReport } from '../checkpoint/recover.js';
 import { removeCheckpoint, type RemoveOptions, type RemoveResult } from '../checkpoint/remove.js';
 import { renameCheckpoint } from '../checkpoint/rename.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
-import { savedStateFromCheckpoint } from '../checkpoint/saved-state.js';
+import { discardSavedState, savedStateFromCheckpoint } from '../checkpoint/saved-state.js';
 import { resizeVmDisk } from '../checkpoint/resize-disk.js';
 import type { ResizeResult } from '../ops/resize.js';
 import { deleteVm, openVmFolder, type OpenVmFolderOptions } from '../checkpoint/vms.js';
@@ -91,7 +91,11 @@ export class VirtualMachine {
   async apply(ref: string, options: ApplyOptions = {}): Promise<ApplyResult & { saved: boolean }> {
     const c = resolveCheckpoint(this.vm.manifest, ref);
     const result = await applyCheckpoint(this.vm, c, options);
-    if (c.state === null) return { ...result, saved: false };
+    // Now's state was discarded (or kept in the checkpoint taken first): so is its saved state.
+    if (c.state === null) {
+      await discardSavedState(this.vm);
+      return { ...result, saved: false };
+    }
     await savedStateFromCheckpoint(this.vm, c, this.vm.manifest.config.machine ?? 'pc');
     return { ...result, saved: true };
   }

@@ -9,7 +9,8 @@
  *                      checkpointFirst, frozen as a new checkpoint in the same commit
  *   forecast           the new files' metadata: NO_SPACE before anything
  *   record
- *   action: config     [checkpointFirst] the saved checkpoint's Snapshots/<id>/config.json
+ *   action: config     [checkpointFirst] the saved checkpoint's Snapshots/<id>/config.json (a Saved
+ *                      VM: and its saved state linked in as the checkpoint's state)
  *   action: child × disk
  *   commit             vm.json: Now under the checkpoint, on the new children
  *   finish             Now's old leaves deleted
@@ -22,12 +23,12 @@ import { DiskchainError } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import type { LongOperationOptions } from '../ops/progress.js';
 import { settleFollowUp, type CollapseResult } from './collapse.js';
-import { checkpointInfo, forecastCheckpoint, planCheckpoint, type CheckpointInfo } from './create.js';
+import { checkpointInfo, forecastCheckpoint, planCheckpointOf, type CheckpointInfo } from './create.js';
 import { virtualSizes } from './disks.js';
 import { layerFileName, type VmFolder } from './folder.js';
 import { nodeById, pruneUnnamedLeaves } from './graph.js';
 import { parseWith, VmConfigSchema, type Checkpoint, type DiskNode, type Manifest, type VmConfig } from './manifest.js';
-import { runPlan, type Plan, type Transaction } from './transaction.js';
+import { runPlan, type Action, type Plan, type Transaction } from './transaction.js';
 
 export interface ApplyOptions extends LongOperationOptions {
   /** Save Now as a checkpoint first (true: the default name; a string: that name). Otherwise Now is discarded. */
@@ -62,7 +63,7 @@ export async function readCheckpointConfig(vm: VmFolder, c: Checkpoint): Promise
  * The manifest after applying `c`. With `saveAs`, Now becomes that checkpoint in the same commit (its
  * leaves frozen, nothing discarded), so "create checkpoint and apply" is one transaction.
  */
-export function planApply(m: Manifest, c: Checkpoint, config: VmConfig, saveAs?: Checkpoint): { plan: Plan; unnamed: Set<string>; discarded: DiskNode[] } {
+export function planApply(m: Manifest, c: Checkpoint, config: VmConfig, saveAs?: Checkpoint, saveAsActions?: Action[]): { plan: Plan; unnamed: Set<string>; discarded: DiskNode[] } {
   const newNodes: DiskNode[] = m.disks.map((d) => {
     const id = randomGuid();
     return { id, disk: d.id, file: layerFileName(d.stem, id, d.format), parent: c.disks[d.id]! };
@@ -83,7 +84,7 @@ export function planApply(m: Manifest, c: Checkpoint, config: VmConfig, saveAs?:
     operation: 'apply',
     manifest,
     actions: [
-      ...(saveAs ? [{ kind: 'json' as const, file: saveAs.config, value: m.config }] : []),
+      ...(saveAs ? (saveAsActions ?? [{ kind: 'json' as const, file: saveAs.config, value: m.config }]) : []),
       ...newNodes.map((n) => ({ kind: 'child' as const, file: n.file, parent: nodeById(m, n.parent!).file })),
     ],
     removes: discarded.map((n) => n.file),
@@ -97,9 +98,11 @@ export async function applyCheckpoint(vm: VmFolder, target: Checkpoint, options:
   const signal = options.signal ? { signal: options.signal } : {};
   const c = vm.manifest.checkpoints.find((x) => x.id === target.id)!;
   const config = await readCheckpointConfig(vm, c);
-  // Hyper-V's "Create checkpoint and apply": Now's leaves become a checkpoint's, in the same commit.
-  const saveAs = options.checkpointFirst ? planCheckpoint(vm.manifest, typeof options.checkpointFirst === 'string' ? { name: options.checkpointFirst } : {}).checkpoint : undefined;
-  const { plan, discarded } = planApply(vm.manifest, c, config, saveAs);
+  // Hyper-V's "Create checkpoint and apply": Now's leaves become a checkpoint's, in the same commit
+  // (a Saved VM's: a standard one, its saved state linked in, as create.ts does).
+  const first = options.checkpointFirst ? await planCheckpointOf(vm, typeof options.checkpointFirst === 'string' ? { name: options.checkpointFirst } : {}) : undefined;
+  const saveAs = first?.checkpoint;
+  const { plan, discarded } = planApply(vm.manifest, c, config, saveAs, first?.plan.actions.filter((a) => a.kind !== 'child'));
   await forecastCheckpoint(vm, await virtualSizes(vm));
   const tx = await runPlan(vm, plan, { command, ...signal, ...(options.beforeCommit ? { beforeCommit: options.beforeCommit } : {}) });
   const { collapsed } = await settleFollowUp(tx, { command, ...signal, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
