@@ -1,6 +1,6 @@
 // The VMs and VM pages follow a running VM without a reload (real QEMU under TCG, the test guest, Debian's
 // chromium): each change is made outside the page, through the library as the CLI makes it (vm start,
-// pause, resume, a live checkpoint, stop; QEMU pausing the guest on a full file system; a worker killed),
+// pause, resume, a live checkpoint, stop; a hard stop from the page; QEMU pausing the guest on a full file system; a worker killed),
 // and the page must show the new state, the buttons it allows and why. The VM sits on a small tmpfs
 // (mounting needs root; without it the Paused-Critical part is skipped loudly, failed in CI).
 import assert from 'node:assert/strict';
@@ -20,7 +20,7 @@ const power = (page: Page, name: string) => page.getByRole('group', { name: 'Pow
 
 async function enabledPower(page: Page): Promise<string[]> {
   const out: string[] = [];
-  for (const name of ['Start', 'Stop', 'Save', 'Pause', 'Resume']) if (await power(page, name).isEnabled()) out.push(name);
+  for (const name of ['Start', 'Stop', 'Save', 'Pause', 'Resume', 'Turn off']) if (await power(page, name).isEnabled()) out.push(name);
   return out;
 }
 
@@ -56,10 +56,10 @@ test('the console follows a VM changed from outside: start, pause, Paused-Critic
     await row.getByRole('link', { name: 'guest' }).click();
     await page.getByRole('tree', { name: 'Checkpoints of guest' }).waitFor();
     assert.equal(await badge(page).textContent(), 'Running');
-    assert.deepEqual(await enabledPower(page), ['Stop', 'Save', 'Pause']);
+    assert.deepEqual(await enabledPower(page), ['Stop', 'Save', 'Pause', 'Turn off']);
     await pauseVm(folder);
     await badge(page).getByText('Paused', { exact: true }).waitFor({ timeout: 30_000 });
-    assert.deepEqual(await enabledPower(page), ['Stop', 'Save', 'Resume']);
+    assert.deepEqual(await enabledPower(page), ['Stop', 'Save', 'Resume', 'Turn off']);
     await resumeVm(folder);
     await badge(page).getByText('Running', { exact: true }).waitFor({ timeout: 30_000 });
 
@@ -76,7 +76,7 @@ test('the console follows a VM changed from outside: start, pause, Paused-Critic
       await pollUntil(() => vmStatus(folder), (s) => s.state === 'Paused-Critical', 90_000, 'Paused-Critical');
       await badge(page).getByText('Paused-Critical', { exact: true }).waitFor({ timeout: 30_000 });
       assert.match((await page.getByRole('status', { name: 'Runtime' }).textContent())!, /QEMU could not write on .*no space.*Free space, then Resume/);
-      assert.deepEqual(await enabledPower(page), ['Stop', 'Resume']);
+      assert.deepEqual(await enabledPower(page), ['Stop', 'Resume', 'Turn off']);
       await shoot(page, 'vm-critical');
       // Space freed, Resume from the page: Running again.
       await rm(filler);
@@ -89,6 +89,20 @@ test('the console follows a VM changed from outside: start, pause, Paused-Critic
     await stopVm(folder, { force: true });
     await badge(page).getByText('Off', { exact: true }).waitFor({ timeout: 30_000 });
     assert.deepEqual(await enabledPower(page), ['Start']);
+
+    // Started from outside, turned off from the page (a hard stop, confirmed first).
+    await startVm(folder);
+    await badge(page).getByText('Running', { exact: true }).waitFor({ timeout: 30_000 });
+    await power(page, 'Turn off').click();
+    const confirm = page.getByRole('group', { name: 'Confirm turn off' });
+    await confirm.getByRole('button', { name: 'Keep running' }).click();
+    assert.equal(await confirm.count(), 0, 'Keep running changes nothing');
+    assert.equal((await vmStatus(folder)).state, 'Running');
+    await power(page, 'Turn off').click();
+    await confirm.getByRole('button', { name: 'Turn off now' }).click();
+    await page.getByRole('list', { name: 'Jobs' }).getByRole('listitem', { name: /\(hard stop\): Done$/ }).waitFor({ timeout: 60_000 });
+    await badge(page).getByText('Off', { exact: true }).waitFor();
+    assert.equal((await vmStatus(folder)).state, 'Off');
 
     // Started again, then its worker dies (SIGKILL): the page says so without a reload.
     const started = await startVm(folder);

@@ -286,20 +286,42 @@ const POWER: Array<{ action: string; label: string; when: string[] }> = [
   { action: 'resume', label: 'Resume', when: ['Paused', 'Paused-Critical'] },
 ];
 
+/** States in which the worker can be told to end QEMU at once (Hyper-V's Turn Off). */
+const TURN_OFF_WHEN = ['Running', 'Paused', 'Paused-Critical', 'Stopping', 'Saving'];
+
 function Power({ path, view, jobs }: { path: string; view: VmView; jobs: JobView[] }) {
   const { error, busy, post } = usePost();
+  const [confirming, setConfirming] = useState(false);
   const state = view.runtime?.state ?? 'Off';
   const job = latest(jobs, (j) => j.kind === 'power');
   const running = job?.state === 'running' || view.state === 'Busy';
+  const act = (action: string, force = false): void => {
+    setConfirming(false);
+    void post('/api/vm/power', { path, action, ...(force ? { force } : {}) });
+  };
   return (
     <div class="power">
       <div class="row" role="group" aria-label="Power">
         {POWER.map((p) => (
-          <button key={p.action} type="button" class="small" disabled={busy || running || !p.when.includes(state)} onClick={() => void post('/api/vm/power', { path, action: p.action })}>
+          <button key={p.action} type="button" class="small" disabled={busy || running || !p.when.includes(state)} onClick={() => act(p.action)}>
             {p.label}
           </button>
         ))}
+        <button type="button" class="small danger" disabled={busy || !TURN_OFF_WHEN.includes(state)} aria-expanded={confirming} title="end QEMU at once, like pulling the power: what the guest had not written is lost" onClick={() => setConfirming(!confirming)}>
+          Turn off
+        </button>
       </div>
+      {confirming && (
+        <div class="row confirm" role="group" aria-label="Confirm turn off">
+          <span class="small">Turn off now? The guest gets no chance to shut down; what it had not written is lost.</span>
+          <button type="button" class="small danger-fill" onClick={() => act('stop', true)}>
+            Turn off now
+          </button>
+          <button type="button" class="small" onClick={() => setConfirming(false)}>
+            Keep running
+          </button>
+        </div>
+      )}
       <ErrorNote error={error} label="Power action refused" />
       <JobOutcome job={job} />
     </div>
