@@ -1,9 +1,10 @@
 // The VM pages in a real browser (Debian's chromium through playwright-core), the console started as a
 // user starts it: a VM with a branched tree, its ARIA tree (items, Now's place, the keyboard), then
 // every checkpoint action through the page (create, apply with checkpoint-first, remove a middle
-// checkpoint and watch its merge finish, rename, export, group checkpoint), each result checked on disk
-// against a plain model with the engine (and the export with qemu-img); the same requests without the
-// token, and a path outside the roots, refused. DISKCHAIN_SCREENSHOTS=1 rewrites docs/console/*.png.
+// checkpoint and watch its merge finish, rename, export with the new VM's name, group checkpoint, remove
+// a subtree), each result checked on disk against a plain model with the engine (and the export with
+// qemu-img); a page that cannot render shows why in place; the same requests without the token, and a
+// path outside the roots, refused. DISKCHAIN_SCREENSHOTS=1 rewrites docs/console/*.png.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -247,7 +248,20 @@ test('the VM pages in chromium: the tree, every checkpoint action with its resul
   await page.unroute(/\/api\/vm\?path=/);
   await page.getByRole('button', { name: 'Try again' }).click();
   await page.getByRole('heading', { name: 'db01', level: 1 }).waitFor();
-  await page.getByRole('tree', { name: 'Checkpoints of db01' }).waitFor();
+  const dbTree = page.getByRole('tree', { name: 'Checkpoints of db01' });
+  await dbTree.waitFor();
+
+  // Remove subtree through the page: db01's group checkpoint and everything under it; Now moves to the root.
+  await rowOf(dbTree, 'Both').click();
+  await page.getByRole('button', { name: 'Remove subtree' }).click();
+  const dbSubtree = page.getByRole('dialog', { name: 'Remove subtree' });
+  await dbSubtree.getByRole('list', { name: 'Checkpoints removed' }).waitFor();
+  assert.deepEqual(await dbSubtree.getByRole('list', { name: 'Checkpoints removed' }).getByRole('listitem').allTextContents(), ['"Both"']);
+  await dbSubtree.getByRole('button', { name: 'Remove subtree' }).click();
+  await jobs.getByRole('listitem', { name: /^Remove checkpoint "Both" and its subtree from .*db01: Done$/ }).waitFor({ timeout: 60_000 });
+  await dbTree.getByRole('treeitem', { name: 'Both' }).waitFor({ state: 'detached' });
+  assert.deepEqual(await treeItems(dbTree), ['1 Now']);
+  assert.deepEqual((await readManifest(other)).checkpoints, [], 'db01 has no checkpoint left');
 
   // Without the token header, or outside the roots, the same requests fail; nothing changes.
   const refusals = await page.evaluate(

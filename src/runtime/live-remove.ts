@@ -125,6 +125,7 @@ async function removeInWorker(w: WorkerInternals, ref: string, o: { subtree: boo
       const f = await forecastCollapse(vm, vm.manifest, next.node, next.child, o.signal);
       await ensureSpace(vm.path(`${DISKS_DIR}/x`), f.bytesNeeded, `merging ${f.victim} into ${f.survivor}`);
       o.progress.step = `${f.direction} ${f.victim} ${f.direction === 'merge' ? 'into' : 'with'} ${f.survivor}`;
+      o.progress.total = Math.max(o.progress.total, before + f.bytesToCopy);
       const onProgress = (done: number): void => {
         o.progress.done = before + Math.min(done, f.bytesToCopy);
         testPoint('live-remove:progress');
@@ -166,8 +167,7 @@ async function runLiveCollapse(w: WorkerInternals, f: CollapseForecast, o: CopyO
       bytes = await mergeInto(w, tx, f, o, placement.kind === 'below', () => (copied = true), () => (leafHandedOver = true));
       // The merge re-pointed a served layer under the leaf itself: the served chain below the leaf is opened again.
       if (placement.kind === 'below' && !leafHandedOver) await w.disks.relinkLeaf(placement.diskId, async () => undefined);
-    }
-    else bytes = (await rebase(vm.path(f.survivor), { onto: vm.path(f.onto!), signal: o.signal, onProgress: (done) => o.onProgress(done) })).bytesCopied;
+    } else bytes = (await rebase(vm.path(f.survivor), { onto: vm.path(f.onto!), signal: o.signal, onProgress: (done) => o.onProgress(done) })).bytesCopied;
     if (tx.record.step === 'copy') await tx.setStep('copied');
     testPoint('collapse:copied');
   } catch (e) {
@@ -186,14 +186,20 @@ async function runLiveCollapse(w: WorkerInternals, f: CollapseForecast, o: CopyO
 
 /** The copy stopped before anything was re-linked: the merge's journal abandoned, the collapse's record dropped. */
 async function settleCancelled(w: WorkerInternals, tx: Transaction, f: CollapseForecast): Promise<void> {
-  if (f.direction === 'merge') {
-    const child = w.vm.path(f.victim);
-    if (await findPendingMerge(child, { into: w.vm.path(f.survivor) }).catch(() => undefined)) {
-      await abandonMerge(child, { into: w.vm.path(f.survivor) });
-      await relinkToCurrent(child, w.vm.path(f.survivor));
+  try {
+    if (f.direction === 'merge') {
+      const child = w.vm.path(f.victim);
+      if (await findPendingMerge(child, { into: w.vm.path(f.survivor) })) {
+        await abandonMerge(child, { into: w.vm.path(f.survivor) });
+        await relinkToCurrent(child, w.vm.path(f.survivor));
+      }
     }
+    await tx.rollback();
+  } catch (e) {
+    // A record left behind while the VM runs on could meet later commits: the VM goes off instead,
+    // and recovery (offline) finishes the collapse.
+    await w.end('Off', `a cancelled checkpoint removal could not be settled, the VM was turned off (vm check --repair finishes it): ${e instanceof Error ? e.message : String(e)}`);
   }
-  await tx.rollback();
 }
 
 /**
