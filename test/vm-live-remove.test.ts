@@ -3,6 +3,8 @@
  * guest. The VM has a third disk (disk2, 48 MiB) the guest never writes, holding known data in a
  * tree A ← B ← C ← Now made before the boot; the guest's counter ticks on disk0 throughout.
  *
+ * - remove X, then Y, a branch under A off Now's (made by applying A): the engine's collapse of files
+ *   the worker does not serve, then Y's layers deleted; the served disk never changes.
  * - remove B (a middle checkpoint) while the guest writes: C's layer merges into B's, Now's leaf is
  *   handed over through the worker's served handle. disk2 read through the worker's NBD socket never
  *   changes during the removal; every checkpoint left and Now read as the flat copies hashed before;
@@ -41,7 +43,7 @@ const MIB = 1 << 20;
 const DISK2 = 48 * MIB;
 
 /** The guest's VM plus disk2, with checkpoints A, B, C of known disk2 data; returns the flat views' hashes. */
-async function makeTree(dir: string, image: GuestImage): Promise<{ folder: string; views: Map<string, string> }> {
+async function makeTree(dir: string, image: GuestImage, options: { branch?: boolean } = {}): Promise<{ folder: string; views: Map<string, string> }> {
   const folder = join(dir, 'vm');
   await createVm(folder, {
     newDisks: [{ size: MIB }, { size: 16 * MIB }, { size: DISK2 }],
@@ -52,10 +54,16 @@ async function makeTree(dir: string, image: GuestImage): Promise<{ folder: strin
   await withVm(folder, { command: 'test' }, async (vm) => {
     const layers: Array<[string, number, number]> = [
       ['A', 0, 16 * MIB],
+      // With a branch: X ← Y under A, then A applied (Now starts from A again), off Now's branch.
+      ...(options.branch ? ([['X', 2 * MIB, 8 * MIB], ['Y', 6 * MIB, 4 * MIB], ['apply A', 0, 0]] as Array<[string, number, number]>) : []),
       ['B', 8 * MIB, 24 * MIB],
       ['C', 4 * MIB, 20 * MIB],
     ];
     for (const [name, offset, length] of layers) {
+      if (name === 'apply A') {
+        await vm.apply('A');
+        continue;
+      }
       const chain = await vm.openDisk('disk2', { writable: true });
       try {
         await chain.write(randomBytes(length), offset);
@@ -75,7 +83,7 @@ async function makeTree(dir: string, image: GuestImage): Promise<{ folder: strin
     }
   });
   const views = new Map<string, string>();
-  for (const ref of ['A', 'B', 'C', 'Now']) views.set(ref, await disk2Hash(folder, ref));
+  for (const ref of ['A', 'B', 'C', 'Now', ...(options.branch ? ['X', 'Y'] : [])]) views.set(ref, await disk2Hash(folder, ref));
   return { folder, views };
 }
 
@@ -136,13 +144,13 @@ function runCli(args: string[]): { child: ChildProcess; done: Promise<{ code: nu
   return { child, done: new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr }))) };
 }
 
-test('remove checkpoints of a running VM while the guest writes: a middle one, a cancelled one, the one under Now', { timeout: 300_000 }, async (t) => {
+test('remove checkpoints of a running VM while the guest writes: off the branch, a middle one, a cancelled one, the one under Now', { timeout: 300_000 }, async (t) => {
   const image = await requireGuest(t);
   if (!image) return;
   const { dir, remove } = await tempFolder('dc-live-rm-');
   const hold = join(dir, 'hold');
   try {
-    const { folder, views } = await makeTree(dir, image);
+    const { folder, views } = await makeTree(dir, image, { branch: true });
     await startVm(folder, { env: { ...process.env, DISKCHAIN_TEST_HOLD_AT: 'live-remove:piece', DISKCHAIN_TEST_HOLD_FILE: hold } });
     await serialOf(folder).waitFor(/diskchain-guest: ready boots=1/, 90_000);
     await pollUntil(() => lastTick(folder), (n) => n >= 3, 30_000, 'ticks');
@@ -154,6 +162,22 @@ test('remove checkpoints of a running VM while the guest writes: a middle one, a
       assert.equal((await vmStatus(folder)).state, 'Running');
       assert.doesNotMatch(await serialOf(folder).text(), /ready boots=2/);
     };
+
+    await t.test("remove X, then Y (off Now's branch) while the guest runs: the engine's collapse, then the leaf deleted; nothing served changes", async () => {
+      const { outcome, seen } = await removeWatching(folder, () => removeVm(folder, 'X'));
+      const r = await outcome;
+      assert.deepEqual(r.removed.map((c) => c.name), ['X']);
+      assert.equal(r.merged.length, 3, JSON.stringify(r.merged));
+      assert.deepEqual(await names(folder), ['A', 'Y', 'B', 'C']);
+      await unchanged(['A', 'Y', 'B', 'C', 'Now']);
+      const y = await removeWatching(folder, () => removeVm(folder, 'Y'));
+      const ry = await y.outcome;
+      assert.equal(ry.deleted.length, 3, `Y's layers deleted: ${JSON.stringify(ry)}`);
+      assert.equal(ry.merged.length, 0);
+      for (const h of [...seen, ...y.seen]) assert.equal(h, servedBefore, 'disk2 as served during the removals');
+      assert.deepEqual(await names(folder), ['A', 'B', 'C']);
+      await unchanged(['A', 'B', 'C', 'Now']);
+    });
 
     await t.test('remove B (a middle checkpoint) while the guest writes: the served view never changes, the result equals the flat copies', async () => {
       const tickBefore = await lastTick(folder);
