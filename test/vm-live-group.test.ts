@@ -5,7 +5,8 @@
  *    later writes only in the new children, both running the same boot, the longest pause reported;
  *  - a failure injected in vm-a's phase (its worker runs with DISKCHAIN_TEST_FAIL_AT): neither keeps
  *    the checkpoint, both run on;
- *  - the coordinator (a separate process) killed -9 at an event: before the decision (both roll back)
+ *  - the CLI's output (each pause, the longest; text and --json);
+ *  - the coordinator (the CLI, a process of its own) killed -9 at an event: before the decision (both roll back)
  *    and after it (both commit); both run on, no record left;
  *  - vm-a's worker killed -9 in its phase (DISKCHAIN_TEST_CRASH_AT): vm-b rolls back and runs on;
  *    vm-a's next start rolls its member back (a cold boot);
@@ -19,6 +20,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { groupCheckpoint, withVm } from '../src/api/vm.js';
 import { startVm, stopVm, vmStatus } from '../src/api/vm-runtime.js';
+import { CLI } from './helpers/cli.js';
 import { pollUntil, requireGuest, tempFolder } from './helpers/guest.js';
 import { guestDiskOf, killVm, makeGuestVm, serialOf } from './helpers/vm-runtime.js';
 
@@ -27,12 +29,12 @@ const lastTick = async (folder: string): Promise<number> => (await serialOf(fold
 const journal = (folder: string): Promise<string[]> => readdir(join(folder, 'journal')).catch(() => []);
 const groupsOf = (folder: string): Promise<Array<{ name: string; group: string | null }>> => withVm(folder, { lock: 'none', command: 'test' }, async (vm) => vm.manifest.checkpoints.map((c) => ({ name: c.name, group: c.group })));
 
-/** Runs the group checkpoint in a process of its own that kills itself (SIGKILL) at `crashAt`. */
-function coordinatorKilledAt(folders: string[], name: string, crashAt: string): Promise<string | null> {
-  const api = new URL('../src/api/vm.js', import.meta.url).href;
-  const script = `const { groupCheckpoint } = await import(${JSON.stringify(api)}); await groupCheckpoint(${JSON.stringify(folders)}, { name: ${JSON.stringify(name)} });`;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, DISKCHAIN_TEST_CRASH_AT: crashAt }, stdio: 'ignore' });
-  return new Promise((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+/** `diskchain checkpoint create <vm>...` (the CLI is the coordinator); `crashAt`: it kills itself (SIGKILL) there. */
+function cli(args: string[], crashAt?: string): Promise<{ signal: string | null; code: number | null; stdout: string }> {
+  const child = spawn(process.execPath, [CLI, 'checkpoint', 'create', ...args], { env: { ...process.env, ...(crashAt ? { DISKCHAIN_TEST_CRASH_AT: crashAt } : {}) }, stdio: ['ignore', 'pipe', 'inherit'] });
+  let stdout = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ signal, code, stdout })));
 }
 
 test('group checkpoints of two running VMs: all or none, both guests run on', { timeout: 420_000 }, async (t) => {
@@ -97,10 +99,23 @@ test('group checkpoints of two running VMs: all or none, both guests run on', { 
       await bothRunOn('after the failed group checkpoint');
     });
 
+    await t.test('the CLI: the pause of each guest and the longest, as text and as JSON', async () => {
+      const json = await cli([...both, '--name', 'g-cli', '--type', 'production', '--json']);
+      assert.equal(json.code, 0);
+      const r = JSON.parse(json.stdout) as { group: string; pauseMs: number; checkpoints: Array<{ running: boolean; pauseMs: number; checkpoint: { type: string; group: string } }> };
+      assert.deepEqual(r.checkpoints.map((c) => [c.running, c.checkpoint.type, c.checkpoint.group]), [[true, 'production', r.group], [true, 'production', r.group]]);
+      assert.equal(r.pauseMs, Math.max(...r.checkpoints.map((c) => c.pauseMs)));
+      const text = await cli([...both, '--name', 'g-text']);
+      assert.equal(text.code, 0);
+      assert.match(text.stdout, /vm-a: standard "g-text" .* the guest paused [\d.]+ ms/);
+      assert.match(text.stdout, /the longest pause: [\d.]+ ms/);
+      await bothRunOn('after the CLI');
+    });
+
     for (const [at, kept] of [['live-group:paused', false], ['live-group:decided', true]] as const) {
       await t.test(`kill -9 of the coordinator at ${at}: ${kept ? 'both commit' : 'both roll back'}, both run on`, async () => {
         const name = `crash ${at}`;
-        assert.equal(await coordinatorKilledAt(both, name, at), 'SIGKILL');
+        assert.equal((await cli([...both, '--name', name], at)).signal, 'SIGKILL');
         // Each worker sees its coordinator's connection close and settles by the decision file.
         for (const f of both) await pollUntil(async () => (await vmStatus(f)).busy, (busy) => busy === null, 60_000, `${f} settled`);
         const groups = await Promise.all(both.map(async (f) => (await groupsOf(f)).filter((c) => c.name === name)));
