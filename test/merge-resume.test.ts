@@ -158,6 +158,27 @@ for (const format of FORMATS) {
     }
   });
 
+  test(`${format}: after --abandon, the target itself merges into its parent (its child names it by the link the merge gave it)`, async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      for (const phase of ['copy', 'handover'] as const) {
+        const [, c1, c2, c3] = await buildChain(join(dir, phase), format, 70 + phase.length);
+        const expectedLeaf = await chainHash(c3!);
+        const expectedChild = await chainHash(c2!);
+        await interruptIn(c2!, phase);
+        await abandonMerge(c2!);
+        const done = await merge(c1!, { verify: true });
+        assert.equal(done.verify?.identical, true);
+        assert.equal(await chainHash(c2!), expectedChild, `${phase}: c2 reads as before through the merged base`);
+        assert.equal(await chainHash(c3!), expectedLeaf);
+        await merge(c3!);
+        assert.equal(await chainHash(c2!), expectedLeaf, `${phase}: and the rest of the chain merges too`);
+      }
+    } finally {
+      cleanup();
+    }
+  });
+
   test(`${format}: a resumed merge follows a new --keep, refuses a different --into or a --verify it cannot honour`, async () => {
     const { dir, cleanup } = tempDir();
     try {

@@ -141,6 +141,8 @@ export async function checkDependent(c: Checker, dependent: JournalDependent | s
   const ref = disk.parent;
   const after = c.journal.target.identityAfter;
   if (ref && after && identityMatches(ref, after) && sameIdentity(ref.expected, after)) return 'target';
-  if (ref && sameIdentity(ref.expected, c.journal.layers[0]!.identity)) return 'child';
+  // Either link value names the merged child: an abandoned merge leaves the child's children naming it
+  // by parent_linkage2 (the DataWriteGuid the merge's writes gave it, MS-VHDX §2.6.2.6).
+  if (ref && identityMatches(ref, c.journal.layers[0]!.identity)) return 'child';
   throw journalRefused(c.journalPath, c.journal, `${path} names neither the merged child nor the target as its parent`);
 }
