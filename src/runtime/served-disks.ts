@@ -90,24 +90,30 @@ export class ServedDisks {
    * does not grow with the chain's depth. Otherwise (apply) the whole chain is opened again.
    */
   async switchToNow(): Promise<void> {
-    for (const d of this.disks) {
-      const old = (d.export.backend as ChainBackend).chain;
-      const fast = await this.openChildOf(d, old);
-      if (fast) {
-        await d.export.swap(new ChainBackend(fast.chain));
-        const oldLeafLock = d.locks[0]!;
-        d.locks = [...fast.locks, ...d.locks.slice(1)];
-        await old.leaf.close();
-        await oldLeafLock.release();
-        continue;
-      }
-      const { chain, locks } = await openNow(this.vm, d.id);
-      const previous = await d.export.swap(new ChainBackend(chain));
-      const oldLocks = d.locks;
-      d.locks = locks;
-      await previous.close();
-      for (const l of oldLocks.reverse()) await l.release();
+    // The disks are independent and the guest waits: all of them at once. Each one ends switched or
+    // as it was; the first failure is thrown once every disk has settled.
+    const settled = await Promise.allSettled(this.disks.map((d) => this.switchDisk(d)));
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  private async switchDisk(d: ServedDisk): Promise<void> {
+    const old = (d.export.backend as ChainBackend).chain;
+    const fast = await this.openChildOf(d, old);
+    if (fast) {
+      await d.export.swap(new ChainBackend(fast.chain));
+      const oldLeafLock = d.locks[0]!;
+      d.locks = [...fast.locks, ...d.locks.slice(1)];
+      await old.leaf.close();
+      await oldLeafLock.release();
+      return;
     }
+    const { chain, locks } = await openNow(this.vm, d.id);
+    const previous = await d.export.swap(new ChainBackend(chain));
+    const oldLocks = d.locks;
+    d.locks = locks;
+    await previous.close();
+    for (const l of oldLocks.reverse()) await l.release();
   }
 
   /** Now's leaf of disk `d` opened over the served chain, when it is a child of the served leaf. */
