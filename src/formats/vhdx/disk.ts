@@ -248,7 +248,7 @@ export class VhdxDisk implements VirtualDisk {
     try {
       if (this.cache.dirtyCount >= MAX_DIRTY_PAGES) await this.commitMetadata();
     } catch (e) {
-      this.failure ??= e;
+      this.failOrRetry(e);
       throw e;
     }
   }
@@ -488,9 +488,21 @@ export class VhdxDisk implements VirtualDisk {
       else if (this.dataDirty) await this.source.flush();
       this.dataDirty = false;
     } catch (e) {
-      this.failure ??= e;
+      this.failOrRetry(e);
       throw e;
     }
+  }
+
+  /**
+   * After a failed metadata commit: a write the file system refused for space (nothing written) can
+   * be retried once there is room, since the pages stay dirty in the cache and the next commit goes
+   * through a fresh log (§2.3); QEMU pauses the guest on ENOSPC and retries on resume. A failed
+   * flush (the kernel may have dropped the pages it could not write back) or any other error
+   * poisons the disk.
+   */
+  private failOrRetry(e: unknown): void {
+    const refusedWrite = e instanceof DiskchainError && e.code === 'NO_SPACE' && typeof e.details.offset === 'number';
+    if (!refusedWrite) this.failure ??= e;
   }
 
   async close(): Promise<void> {
