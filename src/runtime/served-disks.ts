@@ -28,6 +28,11 @@ interface ServedDisk {
   locks: FileLock[];
 }
 
+/** The chain a disk's export serves now (its backend is always a ChainBackend). */
+function servedChain(d: ServedDisk): DiskChain {
+  return (d.export.backend as ChainBackend).chain;
+}
+
 /** Opens Now's chain of one disk writable, with its locks (leaf write, parents read). */
 async function openNow(vm: VmFolder, diskId: string): Promise<{ chain: DiskChain; locks: FileLock[] }> {
   const locks: FileLock[] = [];
@@ -80,7 +85,7 @@ export class ServedDisks {
 
   /** The identity each served leaf has now (a VHDX leaf's DataWriteGuid changes at its session's first write). */
   leafIdentities(): Map<string, LinkIdentity> {
-    return new Map(this.disks.map((d) => [d.id, (d.export.backend as ChainBackend).chain.leaf.identity()]));
+    return new Map(this.disks.map((d) => [d.id, servedChain(d).leaf.identity()]));
   }
 
   /**
@@ -98,7 +103,7 @@ export class ServedDisks {
   }
 
   private async switchDisk(d: ServedDisk): Promise<void> {
-    const old = (d.export.backend as ChainBackend).chain;
+    const old = servedChain(d);
     const fast = await this.openChildOf(d, old);
     if (fast) {
       await d.export.swap(new ChainBackend(fast.chain));
@@ -148,7 +153,7 @@ export class ServedDisks {
   /** Where a file is in the served chains: the disk, and its layer (0: the leaf Now writes). */
   async locate(realPath: string): Promise<{ diskId: string; layer: number } | undefined> {
     for (const d of this.disks) {
-      const layers = (d.export.backend as ChainBackend).chain.layers;
+      const layers = servedChain(d).layers;
       for (let i = 0; i < layers.length; i++) if ((await realpath(layers[i]!.path)) === realPath) return { diskId: d.id, layer: i };
     }
     return undefined;
@@ -156,7 +161,7 @@ export class ServedDisks {
 
   /** The chain served for a disk now. */
   chainOf(diskId: string): DiskChain {
-    return (this.disk(diskId).export.backend as ChainBackend).chain;
+    return servedChain(this.disk(diskId));
   }
 
   /**
@@ -165,7 +170,7 @@ export class ServedDisks {
    */
   changeLeaf<T>(diskId: string, offset: number, length: number, fn: (leaf: VirtualDisk) => Promise<T>): Promise<T> {
     const d = this.disk(diskId);
-    return d.export.gate.change(offset, length, () => fn((d.export.backend as ChainBackend).chain.leaf));
+    return d.export.gate.change(offset, length, () => fn(servedChain(d).leaf));
   }
 
   /**
@@ -177,7 +182,7 @@ export class ServedDisks {
    */
   async relinkLeaf(diskId: string, change: (leaf: VirtualDisk, served: DiskChain) => Promise<void>): Promise<void> {
     const d = this.disk(diskId);
-    const old = (d.export.backend as ChainBackend).chain;
+    const old = servedChain(d);
     const leaf = old.leaf;
     const locks: FileLock[] = [];
     let below: DiskChain | undefined;
@@ -217,7 +222,7 @@ export class ServedDisks {
    */
   async promoteParent(diskId: string, chain: DiskChain): Promise<void> {
     const d = this.disk(diskId);
-    const old = (d.export.backend as ChainBackend).chain;
+    const old = servedChain(d);
     const lock = await lockFile(chain.leaf.path, 'write', { command: 'vm worker' });
     try {
       await d.export.swap(new ChainBackend(chain));
