@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before } from 'node:test';
 import { convert } from '../src/api/convert.js';
 import { createChild, createDisk } from '../src/api/create.js';
-import { launchBrowser, watchedPage, shoot, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
+import { browserTest, launchBrowser, watchedPage, shoot, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
 import { buildChain, chainHash } from './helpers/merge-chain.js';
 import { qemuImg, requireOracle } from './helpers/oracles.js';
 import { MIB, randomBytesFrom } from './helpers/vhdx-util.js';
@@ -54,7 +54,7 @@ before(async () => {
 
 after(() => tearDown(browser, consoleProc, work));
 
-test('the console in chromium: token, disks, recovery step by step across a reload, errors in place, refusals without the token', async (t) => {
+browserTest('the console in chromium: token, disks, recovery step by step across a reload, errors in place, refusals without the token', {}, async (t) => {
   browser = await launchBrowser(t);
   if (!browser || !requireOracle(t, 'qemu-img')) return;
   const { page, problems } = await watchedPage(browser, /403|Forbidden/);

@@ -9,11 +9,11 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before } from 'node:test';
 import { createChild, createDisk } from '../src/api/create.js';
 import { openVm } from '../src/api/vm.js';
 import { localDateTime } from '../src/checkpoint/create.js';
-import { launchBrowser, shoot, watchedPage, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
+import { browserTest, launchBrowser, shoot, watchedPage, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
 import { chainHash } from './helpers/merge-chain.js';
 import { pyvhdiSha256, requireOracle } from './helpers/oracles.js';
 import { MIB, randomBytesFrom } from './helpers/vhdx-util.js';
@@ -51,7 +51,7 @@ before(async () => {
 
 after(() => tearDown(browser, consoleProc, work));
 
-test('the recovery page imports a scanned folder as a VM and lands on its tree', async (t) => {
+browserTest('the recovery page imports a scanned folder as a VM and lands on its tree', {}, async (t) => {
   browser = await launchBrowser(t);
   if (!browser) return;
     // The refused second import answers 409, which chromium logs.

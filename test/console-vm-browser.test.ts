@@ -9,11 +9,11 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before } from 'node:test';
 import type { Locator, Page } from 'playwright-core';
 import { createVm, openVm } from '../src/api/vm.js';
 import { readManifest } from '../src/checkpoint/folder.js';
-import { launchBrowser, SCREENSHOTS, watchedPage, shoot, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
+import { browserTest, launchBrowser, SCREENSHOTS, watchedPage, shoot, startConsoleProcess, tearDown, type Browser, type ConsoleProcess } from './helpers/browser.js';
 import { requireOracle } from './helpers/oracles.js';
 import { MIB } from './helpers/vhdx-util.js';
 import { assertExportedDisk, assertMatches, readWhole, type VmModel } from './helpers/vm-model.js';
@@ -56,7 +56,7 @@ async function focusedItem(page: Page): Promise<string | null> {
   return page.evaluate(() => document.activeElement?.getAttribute('aria-label') ?? null);
 }
 
-test('the VM pages in chromium: the tree, every checkpoint action with its result on disk, refusals', async (t) => {
+browserTest('the VM pages in chromium: the tree, every checkpoint action with its result on disk, refusals', {}, async (t) => {
   browser = await launchBrowser(t);
   if (!browser) return;
     // The refusals this test provokes (a too long name: 400; no token, outside the roots: 403) are logged by chromium.

@@ -6,10 +6,9 @@
 import assert from 'node:assert/strict';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { checkpointVm, pauseVm, resumeVm, startVm, stopVm, vmStatus } from '../src/api/vm-runtime.js';
-import { launchBrowser, shoot, watchedPage, startConsoleProcess, type Browser, type ConsoleProcess } from './helpers/browser.js';
+import { browserTest, launchBrowser, shoot, watchedPage, startConsoleProcess, type Browser, type ConsoleProcess } from './helpers/browser.js';
 import { pollUntil, requireGuest, tempFolder } from './helpers/guest.js';
 import { fillUp, mountTmpfs } from './helpers/tmpfs.js';
 import { killVm, makeGuestVm, serialOf } from './helpers/vm-runtime.js';
@@ -24,7 +23,7 @@ async function enabledPower(page: Page): Promise<string[]> {
   return out;
 }
 
-test('the console follows a VM changed from outside: start, pause, Paused-Critical, live checkpoint, stop, a dead worker', { timeout: 300_000 }, async (t) => {
+browserTest('the console follows a VM changed from outside: start, pause, Paused-Critical, live checkpoint, stop, a dead worker', { timeout: 300_000 }, async (t) => {
   const image = await requireGuest(t);
   if (!image) return;
   const { dir, remove } = await tempFolder('dc-console-live-');

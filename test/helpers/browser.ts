@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { TestContext } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { CHROMIUM, requireOracle } from './oracles.js';
 import { CLI as BIN } from './cli.js';
@@ -112,10 +112,44 @@ export async function tearDown(browser: Browser | null, consoleProc: ConsoleProc
  */
 export async function watchedPage(browser: Browser, expected?: RegExp): Promise<{ page: Page; problems: string[] }> {
   const page = await browser.context.newPage();
+  // DISKCHAIN_BROWSER_THROTTLE=N runs the page's scripts N times slower (chromium's CPU throttling): the
+  // races between the event stream, renders and effects that a loaded CI machine meets, met on purpose.
+  const throttle = Number(process.env.DISKCHAIN_BROWSER_THROTTLE ?? 1);
+  if (throttle > 1) await (await browser.context.newCDPSession(page)).send('Emulation.setCPUThrottlingRate', { rate: throttle });
   const problems: string[] = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => {
     if (m.type() === 'error' && !(expected && expected.test(m.text()))) problems.push(`console: ${m.text()}`);
   });
+  watched.push({ page, problems });
   return { page, problems };
+}
+
+/** The tabs of the running test file, newest last: what a failure shows. */
+const watched: Array<{ page: Page; problems: string[] }> = [];
+
+/** What the tabs show: the address, the main text, the jobs panel, the problems seen. */
+async function describeTabs(): Promise<string> {
+  const parts: string[] = [];
+  for (const { page, problems } of watched) {
+    if (page.isClosed()) continue;
+    const text = async (selector: string): Promise<string> => (await page.locator(selector).first().innerText({ timeout: 2000 }).catch((e: Error) => `(${e.message.split('\n')[0]})`)).slice(0, 4000);
+    parts.push(`--- tab at ${page.url()}`, '--- main:', await text('main'), '--- jobs:', await text('aside, [aria-label="Jobs"]'), `--- problems: ${JSON.stringify(problems)}`);
+  }
+  return parts.join('\n');
+}
+
+/**
+ * A browser test: when it fails, the error says what the page showed at that moment (a timeout alone
+ * says only what was awaited; CI keeps nothing else).
+ */
+export function browserTest(name: string, options: { timeout?: number }, body: (t: TestContext) => Promise<void>): void {
+  test(name, options, async (t) => {
+    try {
+      await body(t);
+    } catch (e) {
+      if (e instanceof Error) e.message += `\n${await describeTabs()}`;
+      throw e;
+    }
+  });
 }

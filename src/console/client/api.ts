@@ -26,7 +26,12 @@ async function call<T>(method: string, path: string, body?: unknown, signal?: Ab
     if ((e as Error).name === 'AbortError') throw e;
     throw new ApiError({ code: 'IO', message: 'the console server does not answer (stopped?)' }, 0);
   }
-  const data = (await res.json().catch(() => null)) as { error?: ErrorBody } | null;
+  // An abort while the body streams rejects here too: it must stay an abort, not become an empty answer
+  // (a page whose reload was superseded would otherwise show nothing and lose its forms' state).
+  const data = (await res.json().catch((e: unknown) => {
+    if ((e as Error).name === 'AbortError') throw e;
+    return null;
+  })) as { error?: ErrorBody } | null;
   if (!res.ok) throw new ApiError(data?.error ?? { code: 'INTERNAL', message: `HTTP ${res.status}` }, res.status);
   return data as T;
 }
@@ -48,6 +53,8 @@ class JobStore {
   private jobs = new Map<string, JobView>();
   private listeners = new Set<() => void>();
   connected = false;
+  /** Counts changes: a component that rendered at one version and subscribes later sees whether it missed one. */
+  version = 0;
 
   constructor() {
     const source = new EventSource('/api/events');
@@ -90,6 +97,7 @@ class JobStore {
   }
 
   private changed(): void {
+    this.version++;
     for (const l of this.listeners) l();
   }
 }

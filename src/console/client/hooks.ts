@@ -4,7 +4,14 @@ import { api, ApiError, jobStore, type ErrorBody, type JobView } from './api.js'
 
 export function useJobs(): JobView[] {
   const [, setTick] = useState(0);
-  useEffect(() => jobStore.subscribe(() => setTick((t) => t + 1)), []);
+  // The effect subscribes after the first paint: a job event that came between that render and the
+  // subscription (a quick job finishing while its page mounts) would otherwise never show.
+  const rendered = jobStore.version;
+  useEffect(() => {
+    const unsubscribe = jobStore.subscribe(() => setTick((t) => t + 1));
+    if (jobStore.version !== rendered) setTick((t) => t + 1);
+    return unsubscribe;
+  }, []);
   return jobStore.list();
 }
 
@@ -54,10 +61,13 @@ export function useLoad<T>(key: string | null, load: (signal: AbortSignal) => Pr
     if (key === null) return;
     const controller = new AbortController();
     setState((s) => ({ ...s, loading: true }));
+    // A superseded request's answer (it came after the key changed) is dropped, whatever it is.
     load(controller.signal).then(
-      (data) => setState({ data, error: null, loading: false }),
+      (data) => {
+        if (!controller.signal.aborted) setState({ data, error: null, loading: false });
+      },
       (e: unknown) => {
-        if ((e as Error).name !== 'AbortError') setState({ data: null, error: e instanceof ApiError ? e : new ApiError({ code: 'INTERNAL', message: String(e) }, 0), loading: false });
+        if (!controller.signal.aborted && (e as Error).name !== 'AbortError') setState({ data: null, error: e instanceof ApiError ? e : new ApiError({ code: 'INTERNAL', message: String(e) }, 0), loading: false });
       },
     );
     return () => controller.abort();
