@@ -46,7 +46,7 @@ export function JobCard({ job }: { job: JobView }) {
         <>
           <Progress done={job.progress?.done ?? 0} total={job.progress?.total ?? 0} label={`Progress of ${job.title}`} />
           <div class="job-meta">
-            <span>{job.phase ?? (job.progress ? `${percent(job)} · ${progressText(job)}` : 'starting')}</span>
+            <span>{runningText(job)}</span>
             <button type="button" class="small" onClick={cancel} aria-label={`Cancel ${job.title}`}>
               Cancel
             </button>
@@ -55,10 +55,16 @@ export function JobCard({ job }: { job: JobView }) {
       )}
       {job.state !== 'running' && <div class="job-meta muted">{when(job.finished)}</div>}
       {job.state === 'done' && <JobResult job={job} />}
-      {(job.state === 'failed' || job.state === 'cancelled') && <ErrorNote error={job.error} label={`${job.title} failed`} />}
+      {(job.state === 'failed' || job.state === 'cancelled') && <ErrorNote error={job.error} label={`${job.title} ${job.state}`} />}
       <ErrorNote error={error} />
     </li>
   );
+}
+
+/** The phase (a merge's copy, handover, ...) and how far it got: "copy · 12% · 128 MiB of 1.0 GiB". */
+function runningText(job: JobView): string {
+  const parts = [job.phase, job.progress ? `${percent(job)} · ${progressText(job)}` : null].filter((p) => p);
+  return parts.length > 0 ? parts.join(' · ') : 'starting';
 }
 
 function percent(job: JobView): string {
