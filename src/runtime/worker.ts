@@ -490,6 +490,7 @@ export class VmWorker implements WorkerInternals {
         if (d.action !== 'stop') return;
         this.critical = { device: d.device || d['node-name'] || '?', operation: d.operation, reason: d.nospace ? 'no space left on the file system that holds the disk' : d.reason };
         this.setState('Paused-Critical', `a ${d.operation} failed: ${this.critical.reason}; free space, then resume`);
+        void this.checkReserve(); // the free space the status shows, as of the failure rather than up to 5 s before
         return;
       }
       case 'RESUME':
