@@ -15,6 +15,7 @@ import { forecastOperation, type OperationForecast, type OperationRequest } from
 import type { VmFolder } from '../checkpoint/folder.js';
 import { groupCheckpoint as runGroupCheckpoint, groupRemove as runGroupRemove, type GroupRemoveResult } from '../checkpoint/group.js';
 import { liveGroupCheckpoint, type LiveGroupOptions as GroupCheckpointOptions, type LiveGroupResult as GroupCheckpointResult } from '../runtime/live-group.js';
+import { liveGroupRemove } from '../runtime/live-group-remove.js';
 import { liveWorker } from '../runtime/status.js';
 import type { Manifest } from '../checkpoint/manifest.js';
 import type { RecoveryReport } from '../checkpoint/recover.js';
@@ -196,7 +197,12 @@ export async function groupCheckpoint(folders: string[], options: GroupCheckpoin
   return { ...r, pauseMs: null, checkpoints: r.checkpoints.map((c) => ({ ...c, running: false, pauseMs: null, fallback: null, stateBytes: null })) };
 }
 
-/** Removes one group's checkpoints from each VM, all or none (each VM's merges follow, as a single removal's). */
+/**
+ * Removes one group's checkpoints from each VM, all or none (each VM's merges follow, as a single
+ * removal's). Running VMs remove theirs through their workers, the merges live while the guests run
+ * (runtime/live-group-remove.ts); VMs that are all off: the engine's group.
+ */
 export async function groupRemove(folders: string[], group: string, options: RemoveOptions = {}): Promise<GroupRemoveResult> {
+  for (const f of folders) if (await liveWorker(f)) return liveGroupRemove(folders, group, options);
   return withVmFolders(folders, options.command ?? 'checkpoint remove (group)', (opened) => runGroupRemove(opened, group, options));
 }

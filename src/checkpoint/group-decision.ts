@@ -1,7 +1,8 @@
 /**
- * The durable decision of a coordinated group checkpoint (one whose members include running VMs,
- * runtime/live-group.ts): the file `<first member>/journal/<group>.decision`, created once and never
- * replaced. Its creation is the group's commit point (or abort point):
+ * The durable decision of a coordinated group operation (one whose members include running VMs): a
+ * group checkpoint (runtime/live-group.ts), the file `<first member>/journal/<group>.decision`, or a
+ * group removal (runtime/live-group-remove.ts), `<first member>/journal/<group>.remove.decision`;
+ * created once and never replaced. Its creation is the group's commit point (or abort point):
  *
  *   - the coordinator claims `commit` once every member is prepared, before any member commits;
  *   - a member that gives up on its coordinator (the connection closed, no word in time) and the
@@ -25,7 +26,16 @@ import { listRecords, readRecord } from './transaction.js';
 
 export type GroupDecision = 'commit' | 'abort';
 
+/** Which group operation a decision settles: the checkpoint's creation or its removal (each its own file). */
+export type GroupOperation = 'create' | 'remove';
+
 const SUFFIX = '.decision';
+const REMOVE_SUFFIX = `.remove${SUFFIX}`;
+
+/** The group operation a member's record takes part in. */
+export function groupOperationOf(record: { operation: string }): GroupOperation {
+  return record.operation === 'remove' ? 'remove' : 'create';
+}
 
 const DecisionSchema = v.strictObject({
   kind: v.literal('diskchain.group-decision'),
@@ -33,6 +43,8 @@ const DecisionSchema = v.strictObject({
   group: v.string(),
   decision: v.picklist(['commit', 'abort']),
   members: v.array(v.string()),
+  /** A removal's decision (absent: a checkpoint's creation). */
+  operation: v.optional(v.literal('remove')),
   /** Who claimed it (the coordinator, a member's worker, a recovery) and when. */
   by: v.string(),
   pid: v.number(),
@@ -40,9 +52,9 @@ const DecisionSchema = v.strictObject({
 });
 type DecisionRecord = v.InferOutput<typeof DecisionSchema>;
 
-export function decisionPath(members: string[], group: string): string {
+export function decisionPath(members: string[], group: string, operation: GroupOperation = 'create'): string {
   if (!/^[0-9a-f-]{36}$/.test(group)) throw new DiskchainError('INVALID_ARGUMENT', `"${group}" is not a group id`);
-  return join(members[0]!, JOURNAL_DIR, `${group}${SUFFIX}`);
+  return join(members[0]!, JOURNAL_DIR, `${group}${operation === 'remove' ? REMOVE_SUFFIX : SUFFIX}`);
 }
 
 async function readDecisionFile(path: string): Promise<DecisionRecord | undefined> {
@@ -64,14 +76,14 @@ async function readDecisionFile(path: string): Promise<DecisionRecord | undefine
 }
 
 /** The decision in force, or null when nobody has decided yet. */
-export async function readGroupDecision(members: string[], group: string): Promise<GroupDecision | null> {
-  return (await readDecisionFile(decisionPath(members, group)))?.decision ?? null;
+export async function readGroupDecision(members: string[], group: string, operation: GroupOperation = 'create'): Promise<GroupDecision | null> {
+  return (await readDecisionFile(decisionPath(members, group, operation)))?.decision ?? null;
 }
 
 /** Claims `decision` unless one is in force already; returns the decision in force (durable on return). */
-export async function claimGroupDecision(members: string[], group: string, decision: GroupDecision, by: string): Promise<GroupDecision> {
-  const path = decisionPath(members, group);
-  const record: DecisionRecord = { kind: 'diskchain.group-decision', version: 1, group, decision, members, by, pid: process.pid, at: new Date().toISOString() };
+export async function claimGroupDecision(members: string[], group: string, decision: GroupDecision, by: string, operation: GroupOperation = 'create'): Promise<GroupDecision> {
+  const path = decisionPath(members, group, operation);
+  const record: DecisionRecord = { kind: 'diskchain.group-decision', version: 1, group, decision, members, ...(operation === 'remove' ? { operation } : {}), by, pid: process.pid, at: new Date().toISOString() };
   const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
   const fh = await open(tmp, 'wx');
   try {
@@ -95,8 +107,8 @@ export async function claimGroupDecision(members: string[], group: string, decis
 }
 
 /** Removes the decision (the coordinator, once every member has settled). */
-export async function removeGroupDecision(members: string[], group: string): Promise<void> {
-  const path = decisionPath(members, group);
+export async function removeGroupDecision(members: string[], group: string, operation: GroupOperation = 'create'): Promise<void> {
+  const path = decisionPath(members, group, operation);
   await removeFile(path);
   await syncFolder(join(members[0]!, JOURNAL_DIR)).catch(() => undefined);
 }
@@ -113,7 +125,10 @@ export async function pruneGroupDecisions(realFolder: string): Promise<void> {
     if (!d) continue;
     let pending = false;
     for (const member of d.members) {
-      for (const p of await listRecords(member)) if ((await readRecord(p).catch(() => undefined))?.group?.id === d.group) pending = true;
+      for (const p of await listRecords(member)) {
+        const r = await readRecord(p).catch(() => undefined);
+        if (r?.group?.id === d.group && groupOperationOf(r) === (d.operation ?? 'create')) pending = true;
+      }
     }
     if (!pending) await removeFile(path);
   }

@@ -18,6 +18,7 @@
  * and rolls back otherwise: the members agree, whichever recovers first.
  */
 import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { DiskchainError } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import type { LongOperationOptions } from '../ops/progress.js';
@@ -41,14 +42,14 @@ export interface GroupCheckpointResult {
 }
 
 /** NO_SPACE before anything is written: each member's bytes, summed per file system. */
-export async function ensureGroupSpace(items: Array<{ vm: VmFolder; bytes: number }>, what: string): Promise<void> {
-  const byDevice = new Map<number, { vm: VmFolder; bytes: number }>();
+export async function ensureGroupSpace(items: Array<{ vm: Pick<VmFolder, 'realFolder'>; bytes: number }>, what: string): Promise<void> {
+  const byDevice = new Map<number, { vm: Pick<VmFolder, 'realFolder'>; bytes: number }>();
   for (const { vm, bytes } of items) {
     const dev = (await stat(vm.realFolder)).dev;
     const at = byDevice.get(dev);
     byDevice.set(dev, { vm: at?.vm ?? vm, bytes: (at?.bytes ?? 0) + bytes });
   }
-  for (const { vm, bytes } of byDevice.values()) if (bytes > 0) await ensureSpace(vm.path(`${DISKS_DIR}/x`), bytes, what);
+  for (const { vm, bytes } of byDevice.values()) if (bytes > 0) await ensureSpace(join(vm.realFolder, DISKS_DIR, 'x'), bytes, what);
 }
 
 /** begin × VM → prepare × VM → decide → commit × VM → finish × VM (see the top of the file). */
@@ -97,7 +98,8 @@ export async function groupCheckpoint(vms: VmFolder[], options: GroupCheckpointO
 
 export interface GroupRemoveResult {
   group: string;
-  vms: Array<{ vm: string; folder: string; result: RemoveResult }>;
+  /** Each member's removal; `running`: its worker removed it while the guest ran (runtime/live-group-remove.ts). */
+  vms: Array<{ vm: string; folder: string; running: boolean; result: RemoveResult }>;
 }
 
 /** Removes the group's checkpoint from every VM, all or none; then each VM's layers merge as a single removal's would. */
@@ -115,6 +117,6 @@ export async function groupRemove(vms: VmFolder[], group: string, options: Remov
   );
   const txs = await runGroup(planned.map((p) => ({ vm: p.vm, plan: p.removal.plan })), group, command, options);
   const out: GroupRemoveResult['vms'] = [];
-  for (const [i, p] of planned.entries()) out.push({ vm: p.vm.manifest.name, folder: p.vm.folder, result: await settleRemoval(txs[i]!, p.removal, { ...options, command }) });
+  for (const [i, p] of planned.entries()) out.push({ vm: p.vm.manifest.name, folder: p.vm.folder, running: false, result: await settleRemoval(txs[i]!, p.removal, { ...options, command }) });
   return { group, vms: out };
 }

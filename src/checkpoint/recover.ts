@@ -9,7 +9,8 @@
  * A group decided to commit when any member's record says so, or any member's vm.json already shows
  * the group's change (records are marked in every member before the first commit): a group
  * checkpoint is there, or a group removal's checkpoint is gone. A coordinated group (running members,
- * runtime/live-group.ts) decided when its decision file says commit (group-decision.ts); recovery
+ * runtime/live-group.ts, a removal: live-group-remove.ts) decided when its decision file says commit
+ * (group-decision.ts, one file per group and operation); recovery
  * claims abort when it says nothing. Decisions no member needs any more are removed at the end.
  */
 import { join } from 'node:path';
@@ -18,7 +19,7 @@ import { removeFile, syncFolder } from '../io/durable.js';
 import { DiskchainError } from '../io/errors.js';
 import type { LongOperationOptions } from '../ops/progress.js';
 import { runCollapse, settleFollowUp } from './collapse.js';
-import { claimGroupDecision, pruneGroupDecisions } from './group-decision.js';
+import { claimGroupDecision, groupOperationOf, pruneGroupDecisions } from './group-decision.js';
 import { JOURNAL_DIR, MANIFEST_FILE, readManifest, type VmFolder } from './folder.js';
 import { listRecords, readRecord, Transaction, type TransactionRecord } from './transaction.js';
 
@@ -37,7 +38,7 @@ export async function groupDecided(record: TransactionRecord): Promise<boolean> 
   if (group.coordinated) {
     // The decision file is the commit point; none yet: abort is claimed, so that a coordinator still
     // alive can never commit the group afterwards.
-    return (await claimGroupDecision(group.members, group.id, 'abort', `recovery of ${record.command} (pid ${record.pid})`)) === 'commit';
+    return (await claimGroupDecision(group.members, group.id, 'abort', `recovery of ${record.command} (pid ${record.pid})`, groupOperationOf(record))) === 'commit';
   }
   if (group.decision === 'commit') return true;
   for (const member of group.members) {
@@ -90,7 +91,9 @@ export async function recoverVm(vm: VmFolder, options: LongOperationOptions = {}
       reports.push(report('rolled back'));
     }
   }
-  await pruneGroupDecisions(vm.realFolder);
+  // A group's decision lives with its first member: pruned there too once no member needs it.
+  const firsts = new Set([vm.realFolder, ...records.flatMap(({ record }) => (record.group?.coordinated ? [record.group.members[0]!] : []))]);
+  for (const folder of firsts) await pruneGroupDecisions(folder);
   return reports;
 }
 

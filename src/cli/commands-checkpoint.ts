@@ -118,7 +118,7 @@ export function registerCheckpointCommands(program: Command, run: Run): void {
     .argument('<vm...>', 'the VM (several VMs with --group)')
     .option('--checkpoint <checkpoint>', 'id or name (or give it as the last argument)')
     .option('--subtree', 'remove the checkpoint and every checkpoint below it')
-    .option('--group <group-id>', "remove a group checkpoint's members from each VM given, all or none")
+    .option('--group <group-id>', "remove a group checkpoint's members from each VM given, running or off, all or none: every check (the member, a busy worker, the space) comes first; once decided every member's goes, across a crash too (vm check --repair or the next start finishes it); running VMs merge live")
     .option('--json', 'print JSON')
     .action((args: string[], opts: { checkpoint?: string; subtree?: boolean; group?: string; json?: boolean }) =>
       run(async () => {

@@ -154,47 +154,68 @@ class GroupSession {
   }
 }
 
-function parsePrepare(w: WorkerInternals, args: Record<string, unknown>): { group: { id: string; members: string[] }; name: string; created: Date; type?: CheckpointType; waitMs: number } {
-  const { group, members, name, created, type, waitMs } = args;
-  const bad = (what: string): DiskchainError => new DiskchainError('INVALID_ARGUMENT', `group-prepare: ${what}`);
+/** A group operation's common arguments (group-prepare, group-remove-prepare): the group id, the members' folders, how long to wait for the coordinator. */
+export function parseGroupArgs(w: WorkerInternals, args: Record<string, unknown>, op: string): { group: { id: string; members: string[] }; waitMs: number } {
+  const { group, members, waitMs } = args;
+  const bad = (what: string): DiskchainError => new DiskchainError('INVALID_ARGUMENT', `${op}: ${what}`);
   if (typeof group !== 'string' || !/^[0-9a-f-]{36}$/.test(group)) throw bad('"group" is a group id');
   if (!Array.isArray(members) || members.length < 2 || members.length > 64 || !members.every((m): m is string => typeof m === 'string' && m.startsWith('/'))) throw bad('"members" lists the members\' folders (absolute paths)');
   if (!members.includes(w.vm.realFolder)) throw bad(`this VM (${w.vm.realFolder}) is not among the members`);
+  if (waitMs !== undefined && !(typeof waitMs === 'number' && Number.isSafeInteger(waitMs) && waitMs > 0 && waitMs <= 3_600_000)) throw bad('"waitMs" is a number of ms, at most an hour');
+  return { group: { id: group, members }, waitMs: typeof waitMs === 'number' ? waitMs : DECISION_TIMEOUT_MS };
+}
+
+function parsePrepare(w: WorkerInternals, args: Record<string, unknown>): { group: { id: string; members: string[] }; name: string; created: Date; type?: CheckpointType; waitMs: number } {
+  const { name, created, type } = args;
+  const common = parseGroupArgs(w, args, 'group-prepare');
+  const bad = (what: string): DiskchainError => new DiskchainError('INVALID_ARGUMENT', `group-prepare: ${what}`);
   if (typeof name !== 'string') throw bad('"name" is the checkpoint\'s name');
   const at = typeof created === 'string' ? new Date(created) : undefined;
   if (!at || Number.isNaN(at.getTime())) throw bad('"created" is an ISO time');
   if (type !== undefined && type !== 'standard' && type !== 'production') throw bad('"type" is standard or production');
-  if (waitMs !== undefined && !(typeof waitMs === 'number' && Number.isSafeInteger(waitMs) && waitMs > 0 && waitMs <= 3_600_000)) throw bad('"waitMs" is a number of ms, at most an hour');
-  return { group: { id: group, members }, name, created: at, ...(type ? { type } : {}), waitMs: typeof waitMs === 'number' ? waitMs : DECISION_TIMEOUT_MS };
+  return { ...common, name, created: at, ...(type ? { type } : {}) };
 }
 
-/** group-prepare: answers once prepared; the session then holds the worker's turn until it ends. */
-function prepare(w: WorkerInternals, args: Record<string, unknown>, peer: ControlPeer): Promise<unknown> {
-  if (sessions.has(peer)) return Promise.reject(new DiskchainError('INVALID_ARGUMENT', 'a group checkpoint is already open on this connection'));
-  const options = parsePrepare(w, args);
+/**
+ * A group operation's session on `peer`: `begin` runs in the worker's turn and gives the session and
+ * the answer; the session then holds the turn until it is done (group checkpoints and removals).
+ */
+export function openSession<S extends { done: Promise<void> }, A>(w: WorkerInternals, name: string, sessions: WeakMap<ControlPeer, S>, peer: ControlPeer, begin: () => Promise<{ session: S; answer: A }>): Promise<A> {
+  if (sessions.has(peer)) return Promise.reject(new DiskchainError('INVALID_ARGUMENT', 'a group operation is already open on this connection'));
   return new Promise((resolve, reject) => {
-    w.exclusive('group checkpoint', async () => {
-      let run: LiveCheckpointRun;
+    w.exclusive(name, async () => {
+      let opened: { session: S; answer: A };
       try {
-        run = await LiveCheckpointRun.begin(w, options);
+        opened = await begin();
       } catch (e) {
         reject(e);
         return;
       }
-      const session = new GroupSession(w, run, options.group, peer, options.waitMs);
-      sessions.set(peer, session);
-      resolve({ prepared: true, type: run.type });
-      await session.done;
+      sessions.set(peer, opened.session);
+      resolve(opened.answer);
+      await opened.session.done;
       sessions.delete(peer);
     }).catch(reject);
   });
 }
 
-function sessionOf(peer: ControlPeer): GroupSession {
+/** The session open on `peer`, or VM_STATE. */
+export function sessionIn<S>(sessions: WeakMap<ControlPeer, S>, peer: ControlPeer, what: string): S {
   const s = sessions.get(peer);
-  if (!s) throw new DiskchainError('VM_STATE', 'no group checkpoint is open on this connection');
+  if (!s) throw new DiskchainError('VM_STATE', `no ${what} is open on this connection`);
   return s;
 }
+
+/** group-prepare: answers once prepared; the session then holds the worker's turn until it ends. */
+function prepare(w: WorkerInternals, args: Record<string, unknown>, peer: ControlPeer): Promise<unknown> {
+  const options = parsePrepare(w, args);
+  return openSession(w, 'group checkpoint', sessions, peer, async () => {
+    const run = await LiveCheckpointRun.begin(w, options);
+    return { session: new GroupSession(w, run, options.group, peer, options.waitMs), answer: { prepared: true, type: run.type } };
+  });
+}
+
+const sessionOf = (peer: ControlPeer): GroupSession => sessionIn(sessions, peer, 'group checkpoint');
 
 /** Adds the group checkpoint's steps to a worker's control socket. */
 export function registerGroupOperations(worker: VmWorker): void {

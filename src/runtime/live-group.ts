@@ -82,7 +82,7 @@ export interface LiveGroupResult {
 }
 
 /** A running member: its worker's connection. */
-interface LiveMember {
+export interface LiveMember {
   kind: 'running';
   folder: string;
   real: string;
@@ -93,7 +93,7 @@ interface LiveMember {
 }
 
 /** An off member: opened here (write lock) with its transaction. */
-interface OffMember {
+export interface OffMember {
   kind: 'off';
   folder: string;
   real: string;
@@ -102,14 +102,14 @@ interface OffMember {
   checkpoint?: Checkpoint;
 }
 
-type Member = LiveMember | OffMember;
+export type Member = LiveMember | OffMember;
 
 const PREPARE_MS = 300_000;
 const PAUSE_MS = 600_000;
 const COMMIT_MS = 300_000;
 
-/** Opens every member: a running VM's worker is reached later, an off VM is opened for writing now. */
-async function classify(folders: string[], command: string): Promise<Member[]> {
+/** Opens every member: a running VM's worker is reached later, an off VM is opened for writing now (the group removal's too). */
+export async function classify(folders: string[], command: string): Promise<Member[]> {
   const members: Member[] = [];
   try {
     for (const folder of folders) {
@@ -128,7 +128,7 @@ async function classify(folders: string[], command: string): Promise<Member[]> {
   }
 }
 
-async function closeMembers(members: Member[]): Promise<void> {
+export async function closeMembers(members: Member[]): Promise<void> {
   for (const m of members) {
     if (m.kind === 'running') m.client?.close();
     else await m.vm.close().catch(() => undefined);
@@ -164,7 +164,7 @@ async function prepareAll(members: Member[], ids: { group: string; realFolders: 
 }
 
 /** Waits for every promise; throws the first failure once all have settled. */
-async function settleAll(promises: Array<Promise<unknown>>): Promise<void> {
+export async function settleAll(promises: Array<Promise<unknown>>): Promise<void> {
   const failed = (await Promise.allSettled(promises)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
 }

@@ -45,7 +45,8 @@ import { rebase } from '../ops/rebase.js';
 import { ensureCollapsesFit, forecastCollapse, planCollapse, pruneUnnamed, type CollapseForecast, type CollapseResult } from '../checkpoint/collapse.js';
 import { DISKS_DIR } from '../checkpoint/folder.js';
 import { collapsibleNodes } from '../checkpoint/graph.js';
-import { planRemoval, type RemoveResult } from '../checkpoint/remove.js';
+import type { Checkpoint } from '../checkpoint/manifest.js';
+import { planRemoval, type PlannedRemoval, type RemoveResult } from '../checkpoint/remove.js';
 import { resolveCheckpoint } from '../checkpoint/resolve.js';
 import { testHold, testPoint } from '../checkpoint/test-points.js';
 import { runPlan, Transaction } from '../checkpoint/transaction.js';
@@ -91,27 +92,47 @@ export function registerLiveRemove(worker: VmWorker): void {
 }
 
 export async function liveRemove(w: WorkerInternals, ref: string, options: { subtree?: boolean; signal?: AbortSignal } = {}): Promise<RemoveResult> {
+  requireRunning(w);
+  return trackRemoval(w, options.signal, async (signal, progress) => {
+    const vm = w.vm;
+    const checkpoint = resolveCheckpoint(vm.manifest, ref);
+    const planned = await planLiveRemoval(w, checkpoint, { subtree: options.subtree ?? false, signal });
+    const tx = await runPlan(vm, planned.plan, { command: COMMAND, signal });
+    return collapseRemoved(w, tx, planned, { signal, progress });
+  });
+}
+
+/** A live removal needs the guest Running or Paused (the worker serves its disks). */
+export function requireRunning(w: WorkerInternals): void {
   if (!['Running', 'Paused'].includes(w.state)) throw new DiskchainError('VM_STATE', `the VM is ${w.state}; removing a checkpoint of a running VM needs it Running or Paused`, { state: w.state });
+}
+
+/** Runs a removal's part in the worker with its progress (remove-progress) and cancel (remove-cancel). */
+export async function trackRemoval<T>(w: WorkerInternals, outer: AbortSignal | undefined, fn: (signal: AbortSignal, progress: LiveRemoveProgress) => Promise<T>): Promise<T> {
   const abort = new AbortController();
-  const signal = options.signal ? AbortSignal.any([options.signal, abort.signal]) : abort.signal;
+  const signal = outer ? AbortSignal.any([outer, abort.signal]) : abort.signal;
   const state: Running = { abort, progress: { step: 'plan', done: 0, total: 0, cancelling: false } };
   running.set(w, state);
   try {
-    return await removeInWorker(w, ref, { subtree: options.subtree ?? false, signal, progress: state.progress });
+    return await fn(signal, state.progress);
   } finally {
     running.delete(w);
   }
 }
 
-const COMMAND = 'checkpoint remove (running)';
+export const COMMAND = 'checkpoint remove (running)';
 
-async function removeInWorker(w: WorkerInternals, ref: string, o: { subtree: boolean; signal: AbortSignal; progress: LiveRemoveProgress }): Promise<RemoveResult> {
+/** The engine's plan of the removal and its merges' forecast; NO_SPACE before anything is written. */
+export async function planLiveRemoval(w: WorkerInternals, checkpoint: Checkpoint, o: { subtree: boolean; signal?: AbortSignal }): Promise<PlannedRemoval> {
+  const planned = await planRemoval(w.vm, checkpoint, { subtree: o.subtree, ...(o.signal ? { signal: o.signal } : {}) });
+  await ensureCollapsesFit(w.vm, planned.forecasts, `removing "${checkpoint.name}" (its layers merge with their only child)`);
+  return planned;
+}
+
+/** After the removal's commit (`tx`): every layer down to one child merged live, then the record dropped. */
+export async function collapseRemoved(w: WorkerInternals, tx: Transaction, planned: PlannedRemoval, o: { signal: AbortSignal; progress: LiveRemoveProgress }): Promise<RemoveResult> {
   const vm = w.vm;
-  const checkpoint = resolveCheckpoint(vm.manifest, ref);
-  const planned = await planRemoval(vm, checkpoint, { subtree: o.subtree, signal: o.signal });
-  await ensureCollapsesFit(vm, planned.forecasts, `removing "${checkpoint.name}" (its layers merge with their only child)`);
   o.progress.total = planned.forecasts.reduce((s, f) => s + f.bytesToCopy, 0);
-  const tx = await runPlan(vm, planned.plan, { command: COMMAND, signal: o.signal });
   const merged: CollapseResult[] = [];
   const deleted = [...planned.deleted];
   try {

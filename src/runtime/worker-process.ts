@@ -8,6 +8,7 @@
 import { setFileWriteMode } from '../io/file-source.js';
 import { isDiskchainError } from '../io/errors.js';
 import { registerGroupOperations } from './group-member.js';
+import { registerGroupRemoveOperations } from './group-remove-member.js';
 import { registerLiveOperations } from './live-checkpoint.js';
 import { registerLiveRemove } from './live-remove.js';
 import { VmWorker, type VmStatus } from './worker.js';
@@ -34,6 +35,7 @@ export async function runWorkerProcess(folder: string, options: WorkerProcessOpt
   registerLiveOperations(worker);
   registerLiveRemove(worker);
   registerGroupOperations(worker);
+  registerGroupRemoveOperations(worker);
   const shutDown = (): void => {
     void worker.stop({ timeoutMs: 30_000 }).catch(() => worker.end('Off', 'stopped by a signal'));
   };

@@ -94,6 +94,8 @@ export interface WorkerInternals {
   /** Ends the run: QEMU (already stopped or killed here), disks, lock. */
   end(state: 'Off' | 'Saved', reason: string | null): Promise<void>;
   warn(message: string): void;
+  /** The operation running (or holding the turn), or null. */
+  readonly operation: string | null;
   /** Runs an operation when the previous one has finished (`busy` names it meanwhile). */
   exclusive<T>(name: string, fn: () => Promise<T>): Promise<T>;
 }
@@ -325,6 +327,10 @@ export class VmWorker implements WorkerInternals {
     const live = this.liveOps.get(op);
     if (live) return live.exclusive ? this.exclusive(op, () => live.fn(this, args, peer)) : live.fn(this, args, peer);
     return Promise.reject(new DiskchainError('INVALID_ARGUMENT', `the worker knows no operation "${op}"`, { op }));
+  }
+
+  get operation(): string | null {
+    return this.busy;
   }
 
   /** Runs an operation when the previous one has finished. */
