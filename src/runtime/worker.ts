@@ -252,7 +252,9 @@ export class VmWorker implements WorkerInternals {
       this.require(['Paused', 'Paused-Critical']);
       this.critical = null;
       await this.qemu.qmp.execute('cont');
-      this.setState('Running');
+      // Still full: the next write fails at once; QEMU reports BLOCK_IO_ERROR (onEvent sets critical)
+      // before cont's answer is read and its STOP after it: the VM stays Paused-Critical.
+      if (this.critical === null) this.setState('Running');
       return { ...this.status(), busy: null };
     });
   }
