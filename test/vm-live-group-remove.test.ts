@@ -3,7 +3,11 @@
  * (TCG) with the test guest, through the CLI. vm-a runs, its counter ticking on disk0; it has a
  * third disk (disk2) the guest never touches, written through the worker's NBD socket between the
  * checkpoints. vm-b and vm-c stay off (the engine's part), written between the checkpoints too.
- *  - g1 and g2, group checkpoints of vm-a and vm-b, more writes after each; `checkpoint remove
+ *  - g1, g2 and g3, group checkpoints of vm-a and vm-b, more writes after each;
+ *  - g3's removal (the library) cancelled once decided, vm-a's worker held after its first merged piece
+ *    (DISKCHAIN_TEST_HOLD_AT): ABORTED, g3 gone from both, the layers left to merge later, every view
+ *    unchanged, progress reported as the members' sum;
+ *  - `checkpoint remove
  *    --group g2 vm-a vm-b`: neither manifest holds g2, every disk's flat views (Now, g1) hash as
  *    before (vm-a's disk0 at Now: the guest's records go on), nothing left in either journal;
  *  - refusals change no file: an off member without the group (vm-c), a running member without it
@@ -16,10 +20,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { test } from 'node:test';
-import { createVm, groupCheckpoint, withVm } from '../src/api/vm.js';
+import { createVm, groupCheckpoint, groupRemove, withVm } from '../src/api/vm.js';
+import { isDiskchainError } from '../src/io/errors.js';
+import { callControl } from '../src/runtime/control.js';
+import { liveWorker } from '../src/runtime/status.js';
 import { startVm, stopVm, vmStatus } from '../src/api/vm-runtime.js';
 import { EXIT } from '../src/cli/output.js';
 import { CLI } from './helpers/cli.js';
@@ -119,6 +127,12 @@ function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: 
 const lastTick = async (folder: string): Promise<number> => (await serialOf(folder).ticks()).at(-1) ?? 0;
 const journal = (folder: string): Promise<string[]> => readdir(join(folder, 'journal')).catch(() => []);
 const groupsOf = (folder: string): Promise<Array<{ name: string; group: string | null }>> => withVm(folder, { lock: 'none', recover: false, command: 'test' }, async (vm) => vm.manifest.checkpoints.map((c) => ({ name: c.name, group: c.group })));
+/** Layers no checkpoint and not Now names (left to merge later). */
+const unnamed = (folder: string): Promise<number> =>
+  withVm(folder, { lock: 'none', recover: false, command: 'test' }, async (vm) => {
+    const named = new Set([...vm.manifest.checkpoints.flatMap((c) => Object.values(c.disks)), ...Object.values(vm.manifest.now.disks)]);
+    return vm.manifest.nodes.filter((n) => !named.has(n.id)).length;
+  });
 const groupId = async (folder: string, name: string): Promise<string> => (await groupsOf(folder)).find((c) => c.name === name)!.group!;
 
 test('remove a group checkpoint of a running VM and an off one: all or none, across a crash', { timeout: 300_000 }, async (t) => {
@@ -128,10 +142,12 @@ test('remove a group checkpoint of a running VM and an off one: all or none, acr
   const a = await makeVm(dir, image, 'vm-a');
   const b = await makeVm(dir, image, 'vm-b');
   const c = await makeVm(dir, image, 'vm-c');
+  const hold = join(dir, 'hold');
   try {
     for (const f of [a, b]) await writeOff(f, 'disk2', 0, 4 * MIB);
     await writeOff(b, 'disk1', 0, 8 * MIB);
-    await startVm(a);
+    // vm-a's worker waits after the first piece it merges (the cancel below lands there).
+    await startVm(a, { env: { ...process.env, DISKCHAIN_TEST_HOLD_AT: 'live-remove:piece', DISKCHAIN_TEST_HOLD_FILE: hold } });
     await serialOf(a).waitFor(/diskchain-guest: ready boots=1 .* agent=yes/, 120_000);
     await pollUntil(() => lastTick(a), (n) => n >= 2, 60_000, 'ticks');
     const ticksOn = async (what: string): Promise<void> => {
@@ -151,7 +167,33 @@ test('remove a group checkpoint of a running VM and an off one: all or none, acr
     };
     await checkpointAndWrite('g1', 2 * MIB);
     const g2 = await checkpointAndWrite('g2', 5 * MIB);
+    const g3 = await checkpointAndWrite('g3', 3 * MIB);
     await pollUntil(() => guestDiskOf(a), (v) => (v.latest?.tick ?? 0) > 0, 30_000, 'records at Now');
+
+    await t.test('a cancel once decided: every member loses g3, the merges stop, every view unchanged; progress is the members\' sum', async () => {
+      const beforeA = without(await views(a, ['Now/disk0', 'Now/disk1']), 'g3');
+      const beforeB = without(await views(b), 'g3');
+      const abort = new AbortController();
+      const progress: Array<[number, number]> = [];
+      const removal = groupRemove([a, b], g3, { signal: abort.signal, onProgress: (done, total) => progress.push([done, total]) });
+      removal.catch(() => undefined);
+      await pollUntil(async () => existsSync(hold), (held) => held, 60_000, "vm-a's worker holding after its first piece");
+      await pollUntil(async () => progress.length, (n) => n > 0, 30_000, 'progress reported');
+      abort.abort();
+      // The cancel reached the worker before it goes on.
+      await pollUntil(async () => ((await callControl((await liveWorker(a))!.control, 'remove-progress')) as { cancelling: boolean } | null)?.cancelling, (c) => c === true, 30_000, 'the cancel at the worker');
+      await rm(hold);
+      await assert.rejects(removal, (e: unknown) => isDiskchainError(e) && e.code === 'ABORTED' && /removed from every VM/.test(e.message));
+      assert.ok(progress.every(([done, total]) => total > 0 && done <= total), JSON.stringify(progress));
+      for (const f of [a, b]) assert.deepEqual((await groupsOf(f)).map((c) => c.name), ['g1', 'g2'], `${f}: g3 gone`);
+      assert.deepEqual(await journal(a), [], "vm-a: no record, no decision left (the worker settled its merge)");
+      assert.ok((await unnamed(a)) > 0, "vm-a: g3's layers wait unnamed for a later merge");
+      // vm-b: a merge the engine had begun keeps its record and resumes with the next command, as a single removal's.
+      for (const name of await journal(b)) assert.equal((JSON.parse(await readFile(join(b, 'journal', name), 'utf8')) as { operation: string }).operation, 'collapse', name);
+      assert.deepEqual(await views(a, ['Now/disk0', 'Now/disk1']), beforeA);
+      assert.deepEqual(await views(b), beforeB);
+      await ticksOn('after the cancel');
+    });
 
     await t.test('checkpoint remove --group g2 vm-a vm-b: both removed, every view unchanged, the guest writes on', async () => {
       // vm-a's disk0 at Now takes the guest's counter; its disk1 is the guest's mounted ext2.
@@ -163,6 +205,7 @@ test('remove a group checkpoint of a running VM and an off one: all or none, acr
       const out = JSON.parse(r.stdout) as { group: string; vms: Array<{ running: boolean; result: { removed: Array<{ name: string }>; merged: unknown[] } }> };
       assert.deepEqual(out.vms.map((v) => [v.running, v.result.removed.map((c) => c.name)]), [[true, ['g2']], [false, ['g2']]]);
       assert.ok(out.vms.every((v) => v.result.merged.length > 0), 'each VM merged its layers');
+      assert.equal(await unnamed(a), 0, "vm-a's worker also merged what the cancel left");
       for (const f of [a, b]) {
         assert.deepEqual((await groupsOf(f)).map((c) => c.name), ['g1'], `${f} holds g1 only`);
         assert.deepEqual(await journal(f), [], `${f}: no record, no decision left`);
@@ -238,6 +281,7 @@ test('remove a group checkpoint of a running VM and an off one: all or none, acr
       }
     });
   } finally {
+    await rm(hold, { force: true });
     await killVm(a);
     await remove();
   }
