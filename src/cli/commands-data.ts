@@ -1,18 +1,16 @@
 import { createReadStream } from 'node:fs';
-import { open, rename, rm, stat } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { convert, partialPath } from '../api/convert.js';
+import { convert } from '../api/convert.js';
 import type { DiskChain } from '../chain/disk-chain.js';
 import { openChain, withChain } from '../chain/open-chain.js';
 import { refuseIfDependedOn } from '../ops/dependents.js';
-import { syncFolder } from '../ops/journal.js';
 import { IGNORE_ID_OPTION, parentSearch, SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
-import { DiskchainError, throwIfAborted } from '../io/errors.js';
+import { DiskchainError } from '../io/errors.js';
 import { parseFormat, refuseIgnored, sourceFormat, sourceFormatOption, targetFormat } from './formats.js';
 import { EXIT, interruptSignal, printJson, progressBar, say, type Run } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
 import { FORCE_SHARE_OPTION, forceShareOptions } from './force-share.js';
+import { readToFile } from './read-to-file.js';
 
 const CHUNK = 4 * 1024 * 1024;
 
@@ -74,8 +72,14 @@ export function registerDataCommands(program: Command, run: Run): void {
           if (offset > size) throw new DiskchainError('OUT_OF_RANGE', `--offset ${offset} is beyond the end of the virtual disk (${size} bytes)`, { file: disk });
           const count = length ?? size - offset;
           if (offset + count > size) throw new DiskchainError('OUT_OF_RANGE', `--offset ${offset} --length ${count} runs past the end of the virtual disk (${size} bytes; at most ${size - offset} from that offset)`, { file: disk });
-          if (opts.output) await readToFile(chain, offset, count, opts.output);
-          else await readToStdout(chain, offset, count);
+          if (opts.output) {
+            const bar = progressBar('read');
+            try {
+              await readToFile(chain, offset, count, opts.output, { signal: interruptSignal(), onProgress: bar.onProgress });
+            } finally {
+              bar.stop();
+            }
+          } else await readToStdout(chain, offset, count);
           return EXIT.ok;
         });
       }, false),
@@ -133,48 +137,5 @@ async function readToStdout(chain: DiskChain, offset: number, length: number): P
     await chain.read(buf, offset + done);
     if (!process.stdout.write(buf)) await new Promise((r) => process.stdout.once('drain', r));
     done += buf.length;
-  }
-}
-
-/**
- * read -o: a regular file (or a new one) is written as `<file>.diskchain-partial` and renamed over it only
- * once complete and flushed, so a failed or cancelled read never leaves a truncated file under the name,
- * nor harms the file that was there. Anything else (/dev/null, a FIFO, a device) is written in place.
- */
-async function readToFile(chain: DiskChain, offset: number, length: number, output: string): Promise<void> {
-  const existing = await stat(output).catch(() => undefined);
-  if (existing?.isDirectory()) throw new DiskchainError('INVALID_ARGUMENT', '-o names a folder; give a file name', { file: output });
-  const inPlace = existing !== undefined && !existing.isFile();
-  const target = inPlace ? output : partialPath(output);
-  const bar = progressBar('read');
-  const signal = interruptSignal();
-  let fh;
-  try {
-    fh = await open(target, 'w');
-  } catch (e) {
-    throw new DiskchainError('IO', `cannot write ${target}: ${(e as Error).message}`, { file: target, errno: (e as NodeJS.ErrnoException).code });
-  }
-  try {
-    for (let done = 0; done < length; ) {
-      throwIfAborted(signal);
-      const buf = new Uint8Array(Math.min(CHUNK, length - done));
-      await chain.read(buf, offset + done);
-      await fh.write(buf, 0, buf.length, inPlace ? null : done);
-      done += buf.length;
-      bar.onProgress(done, length);
-    }
-    if (!inPlace) await fh.sync();
-    await fh.close();
-    fh = undefined;
-    if (!inPlace) {
-      await rename(target, output);
-      await syncFolder(dirname(resolve(output)));
-    }
-  } catch (e) {
-    await fh?.close().catch(() => undefined);
-    if (!inPlace) await rm(target, { force: true });
-    throw e;
-  } finally {
-    bar.stop();
   }
 }
