@@ -15,6 +15,7 @@
  *  - the coordinating CLI killed -9 before the decision (nothing changes), and once the decision is
  *    durable: vm-a's worker removes its member on its own, vm-b's record is finished by `vm check
  *    --repair`; the views as before, no record, no decision left;
+ *  - both running (vm-a and vm-d, the decision in vm-d's journal): both merge live, both guests write on;
  *  - the counter went on through all of it (one boot); stopped, every folder checks clean.
  */
 import assert from 'node:assert/strict';
@@ -135,26 +136,29 @@ const unnamed = (folder: string): Promise<number> =>
   });
 const groupId = async (folder: string, name: string): Promise<string> => (await groupsOf(folder)).find((c) => c.name === name)!.group!;
 
-test('remove a group checkpoint of a running VM and an off one: all or none, across a crash', { timeout: 300_000 }, async (t) => {
+test('remove a group checkpoint of running and off VMs: all or none, across a crash', { timeout: 300_000 }, async (t) => {
   const image = await requireGuest(t);
   if (!image) return;
   const { dir, remove } = await tempFolder('dc-lgroup-rm-');
   const a = await makeVm(dir, image, 'vm-a');
   const b = await makeVm(dir, image, 'vm-b');
   const c = await makeVm(dir, image, 'vm-c');
+  const d = await makeVm(dir, image, 'vm-d');
   const hold = join(dir, 'hold');
   try {
     for (const f of [a, b]) await writeOff(f, 'disk2', 0, 4 * MIB);
     await writeOff(b, 'disk1', 0, 8 * MIB);
     // vm-a's worker waits after the first piece it merges (the cancel below lands there).
-    await startVm(a, { env: { ...process.env, DISKCHAIN_TEST_HOLD_AT: 'live-remove:piece', DISKCHAIN_TEST_HOLD_FILE: hold } });
-    await serialOf(a).waitFor(/diskchain-guest: ready boots=1 .* agent=yes/, 120_000);
-    await pollUntil(() => lastTick(a), (n) => n >= 2, 60_000, 'ticks');
-    const ticksOn = async (what: string): Promise<void> => {
-      const before = await lastTick(a);
-      assert.equal((await vmStatus(a)).state, 'Running', what);
-      await pollUntil(() => lastTick(a), (n) => n >= before + 2, 60_000, `vm-a ticks ${what}`);
-      assert.equal((await serialOf(a).text()).match(/diskchain-guest: ready/g)?.length, 1, `vm-a: one boot (${what})`);
+    await Promise.all([startVm(a, { env: { ...process.env, DISKCHAIN_TEST_HOLD_AT: 'live-remove:piece', DISKCHAIN_TEST_HOLD_FILE: hold } }), startVm(d)]);
+    for (const f of [a, d]) {
+      await serialOf(f).waitFor(/diskchain-guest: ready boots=1 .* agent=yes/, 120_000);
+      await pollUntil(() => lastTick(f), (n) => n >= 2, 60_000, 'ticks');
+    }
+    const ticksOn = async (what: string, f = a): Promise<void> => {
+      const before = await lastTick(f);
+      assert.equal((await vmStatus(f)).state, 'Running', what);
+      await pollUntil(() => lastTick(f), (n) => n >= before + 2, 60_000, `${f} ticks ${what}`);
+      assert.equal((await serialOf(f).text()).match(/diskchain-guest: ready/g)?.length, 1, `${f}: one boot (${what})`);
     };
     // g1 and g2 (and g3, later), each followed by writes in every VM.
     const checkpointAndWrite = async (name: string, at: number): Promise<string> => {
@@ -218,12 +222,12 @@ test('remove a group checkpoint of a running VM and an off one: all or none, acr
 
     await t.test('refusals change no file: an off VM without the group, a running one without it', async () => {
       const g1 = await groupId(a, 'g1');
-      const g3 = (await groupCheckpoint([b, c], { name: 'g3' })).group;
+      const gbc = (await groupCheckpoint([b, c], { name: 'g-bc' })).group;
       const before = { a: await files(a), b: await files(b), c: await files(c), views: await views(a, ['Now/disk0', 'Now/disk1']) };
       const offLacks = await cli(['checkpoint', 'remove', '--group', g1, a, c]);
       assert.equal(offLacks.code, EXIT.notFound, offLacks.stderr);
       assert.match(offLacks.stderr, /vm-c has no checkpoint of group .*nothing was removed/);
-      const runningLacks = await cli(['checkpoint', 'remove', '--group', g3, b, a]);
+      const runningLacks = await cli(['checkpoint', 'remove', '--group', gbc, b, a]);
       assert.equal(runningLacks.code, EXIT.notFound, runningLacks.stderr);
       assert.match(runningLacks.stderr, /vm-a has no checkpoint of group .*nothing was removed/);
       // vm-a's disk0 and disk1 files at Now are the guest's; every other file is unchanged.
@@ -273,16 +277,35 @@ test('remove a group checkpoint of a running VM and an off one: all or none, acr
       assert.equal((await vmStatus(a)).warnings.filter((w) => /decided to remove: removing here/.test(w)).length, 1, 'the worker says it removed on its own');
     });
 
+    await t.test('both running: vm-d and vm-a merge live, both guests write on', async () => {
+      // vm-d first: the decision lives in a running VM's journal.
+      const g = (await groupCheckpoint([d, a], { name: 'g-da' })).group;
+      await writeServed(a, 6 * MIB, MIB);
+      await writeServed(d, MIB, 2 * MIB);
+      const before = { a: without(await views(a, ['Now/disk0', 'Now/disk1']), 'g-da'), d: without(await views(d, ['Now/disk0', 'Now/disk1']), 'g-da') };
+      const r = await cli(['checkpoint', 'remove', '--group', g, d, a, '--json']);
+      assert.equal(r.code, EXIT.ok, r.stderr);
+      const out = JSON.parse(r.stdout) as { vms: Array<{ running: boolean; result: { removed: Array<{ name: string }>; merged: unknown[] } }> };
+      assert.deepEqual(out.vms.map((v) => [v.running, v.result.removed.map((c) => c.name), v.result.merged.length > 0]), [[true, ['g-da'], true], [true, ['g-da'], true]]);
+      for (const f of [a, d]) {
+        assert.ok(!(await groupsOf(f)).some((c) => c.group === g), `${f} without g-da`);
+        assert.deepEqual(await journal(f), [], `${f}: no record, no decision left`);
+        await ticksOn('after removing a group of two running VMs', f);
+      }
+      assert.deepEqual(await views(a, ['Now/disk0', 'Now/disk1']), before.a);
+      assert.deepEqual(await views(d, ['Now/disk0', 'Now/disk1']), before.d);
+    });
+
     await t.test('stopped: every folder checks clean', async () => {
-      assert.equal((await stopVm(a, { timeoutMs: 60_000 })).state, 'Off');
-      for (const f of [a, b, c]) {
+      for (const f of [a, d]) assert.equal((await stopVm(f, { timeoutMs: 60_000 })).state, 'Off');
+      for (const f of [a, b, c, d]) {
         const r = await cli(['vm', 'check', f]);
         assert.equal(r.code, EXIT.ok, r.stdout);
       }
     });
   } finally {
     await rm(hold, { force: true });
-    await killVm(a);
+    for (const f of [a, d]) await killVm(f);
     await remove();
   }
 });

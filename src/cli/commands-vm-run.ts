@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { pauseVm, resumeVm, runWorkerProcess, saveVm, startVm, stopVm, vmStatus, type VmStatus } from '../api/vm-runtime.js';
 import { DiskchainError } from '../io/errors.js';
 import { EXIT, printJson, type Run } from './output.js';
+import { formatBytes } from './sizes.js';
 
 function duration(ms: number): string {
   const s = Math.floor(ms / 1000);
@@ -17,6 +18,7 @@ export function statusText(s: VmStatus): string {
   if (s.critical) lines.push(`  Paused-Critical: ${s.critical.operation} on ${s.critical.device}: ${s.critical.reason}; free space, then: diskchain vm resume`);
   if (s.saved) lines.push(`  saved state from ${s.saved.created}${s.saved.checkpoint ? ` (checkpoint ${s.saved.checkpoint})` : ''}: vm start resumes it`);
   for (const w of s.warnings) lines.push(`  warning: ${w}`);
+  if (s.lowSpace) lines.push(`  warning: the VM folder's file system has ${formatBytes(s.lowSpace.free)} free, less than the reserve of ${formatBytes(s.lowSpace.reserve)}: the guest pauses (Paused-Critical) when it is full`);
   return lines.join('\n') + '\n';
 }
 

@@ -57,6 +57,8 @@ interface Part {
   planned?: PlannedRemoval;
   tx?: Transaction;
   prepared: boolean;
+  /** Its removal is over (done, failed or cancelled). */
+  settled?: boolean;
   progress: { done: number; total: number };
   result?: RemoveResult;
 }
@@ -122,12 +124,18 @@ async function removeMember(p: Part, options: RemoveOptions, command: string, re
   p.result = await settleRemoval(p.tx!, p.planned!, { ...options, command, onProgress });
 }
 
-/** Polls the running members' progress (remove-progress) until `stop` is set; reports the sum. */
-async function pollProgress(parts: Part[], report: () => void, running: { stop: boolean }): Promise<void> {
-  while (!running.stop) {
+/**
+ * While the members remove: each running member's progress polled (remove-progress) when asked for,
+ * and once the signal aborts, remove-cancel sent to each running member still removing, every round
+ * (one sent before its removal began would find nothing to cancel).
+ */
+async function watchMembers(parts: Part[], options: RemoveOptions, report: () => void, watching: { stop: boolean }): Promise<void> {
+  while (!watching.stop) {
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     for (const p of parts) {
-      if (p.m.kind !== 'running' || running.stop) continue;
+      if (p.m.kind !== 'running' || p.settled || watching.stop) continue;
+      if (options.signal?.aborted) await callControl(p.m.control, 'remove-cancel', {}, { timeoutMs: 10_000 }).catch(() => undefined);
+      if (!options.onProgress) continue;
       const r = (await callControl(p.m.control, 'remove-progress', {}, { timeoutMs: 10_000 }).catch(() => null)) as LiveRemoveProgress | null;
       if (r && r.total > 0) p.progress = { done: r.done, total: r.total };
     }
@@ -158,18 +166,24 @@ export async function liveGroupRemove(folders: string[], group: string, options:
       if (total > 0) options.onProgress?.(Math.min(total, parts.reduce((s, p) => s + p.progress.done, 0)), total);
     };
     const cancel = (): void => {
-      for (const p of parts) if (p.m.kind === 'running') void callControl(p.m.control, 'remove-cancel').catch(() => undefined);
+      for (const p of parts) if (p.m.kind === 'running' && !p.settled) void callControl(p.m.control, 'remove-cancel').catch(() => undefined);
     };
     options.signal?.addEventListener('abort', cancel, { once: true });
-    const polling = { stop: false };
-    const poller = options.onProgress ? pollProgress(parts, report, polling) : Promise.resolve();
+    const watching = { stop: false };
+    const watcher = options.onProgress || options.signal ? watchMembers(parts, options, report, watching) : Promise.resolve();
     const failures: Array<{ folder: string; error: unknown }> = [];
     try {
-      await Promise.all(parts.map((p) => removeMember(p, options, command, report).catch((error: unknown) => void failures.push({ folder: p.m.folder, error }))));
+      await Promise.all(
+        parts.map((p) =>
+          removeMember(p, options, command, report)
+            .catch((error: unknown) => void failures.push({ folder: p.m.folder, error }))
+            .finally(() => (p.settled = true)),
+        ),
+      );
     } finally {
-      polling.stop = true;
+      watching.stop = true;
       options.signal?.removeEventListener('abort', cancel);
-      await poller;
+      await watcher;
     }
     await pruneGroupDecisions(reals[0]!).catch(() => undefined);
     if (failures.length > 0) {

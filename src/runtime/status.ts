@@ -47,6 +47,7 @@ export async function readVmStatus(folder: string): Promise<VmStatus> {
     busy: null,
     critical: null,
     warnings: [],
+    lowSpace: null,
     saved: null,
     stale: null,
   };

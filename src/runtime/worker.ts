@@ -53,6 +53,8 @@ export interface VmStatus {
   /** Paused-Critical: the disk write QEMU could not complete. */
   critical: { device: string; operation: string; reason: string } | null;
   warnings: string[];
+  /** The VM folder's file system has less free than config.freeSpaceReserveBytes (bytes): the guest pauses (Paused-Critical) when it is full. */
+  lowSpace: { free: number; reserve: number } | null;
   /** A saved state Now resumes from at the next start. */
   saved: { created: string; checkpoint: string | null } | null;
   /** A run/ left by a worker that died: what it said. */
@@ -119,7 +121,7 @@ export class VmWorker implements WorkerInternals {
   private busy: string | null = null;
   private critical: VmStatus['critical'] = null;
   private readonly warnings: string[] = [];
-  private reserveWarning: string | null = null;
+  private lowSpace: VmStatus['lowSpace'] = null;
   private automaticCheckpoint: string | null = null;
   private readonly reserveTimer = setInterval(() => void this.checkReserve(), 5000).unref();
   private queue: Promise<unknown> = Promise.resolve();
@@ -228,7 +230,8 @@ export class VmWorker implements WorkerInternals {
       machine: this.machineName,
       busy: this.busy,
       critical: this.critical,
-      warnings: [...this.warnings, ...(this.reserveWarning ? [this.reserveWarning] : [])],
+      warnings: [...this.warnings],
+      lowSpace: this.lowSpace,
       saved: null,
       stale: null,
     };
@@ -249,7 +252,9 @@ export class VmWorker implements WorkerInternals {
       this.require(['Paused', 'Paused-Critical']);
       this.critical = null;
       await this.qemu.qmp.execute('cont');
-      this.setState('Running');
+      // Still full: the next write fails at once; QEMU reports BLOCK_IO_ERROR (onEvent sets critical)
+      // before cont's answer is read and its STOP after it: the VM stays Paused-Critical.
+      if (this.critical === null) this.setState('Running');
       return { ...this.status(), busy: null };
     });
   }
@@ -492,6 +497,7 @@ export class VmWorker implements WorkerInternals {
         if (d.action !== 'stop') return;
         this.critical = { device: d.device || d['node-name'] || '?', operation: d.operation, reason: d.nospace ? 'no space left on the file system that holds the disk' : d.reason };
         this.setState('Paused-Critical', `a ${d.operation} failed: ${this.critical.reason}; free space, then resume`);
+        void this.checkReserve(); // the free space the status shows, as of the failure rather than up to 5 s before
         return;
       }
       case 'RESUME':
@@ -514,15 +520,15 @@ export class VmWorker implements WorkerInternals {
   }
 
   /**
-   * The free-space reserve (config.freeSpaceReserveBytes): a warning in the status while the VM
+   * The free-space reserve (config.freeSpaceReserveBytes): `lowSpace` in the status while the VM
    * folder's file system has less free, checked at start and every 5 s.
    */
   async checkReserve(): Promise<void> {
     const reserve = this.vm.manifest.config.freeSpaceReserveBytes ?? DEFAULT_RESERVE;
     const free = await freeBytes(this.vm.path('vm.json')).catch(() => Number.POSITIVE_INFINITY);
-    const was = this.reserveWarning;
-    this.reserveWarning = free < reserve ? `the VM folder's file system has ${free} bytes free, less than the reserve of ${reserve} bytes: the guest pauses (Paused-Critical) when it is full` : null;
-    if (this.reserveWarning && !was) this.options.log?.(`warning: ${this.reserveWarning}`);
+    const was = this.lowSpace;
+    this.lowSpace = free < reserve ? { free, reserve } : null;
+    if (this.lowSpace && !was) this.options.log?.(`warning: the VM folder's file system has ${free} bytes free, less than the reserve of ${reserve} bytes: the guest pauses (Paused-Critical) when it is full`);
   }
 
   private writeRecord(): void {

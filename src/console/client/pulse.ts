@@ -3,7 +3,9 @@
 // while it is visible and reloads its full view when what it shows no longer matches.
 import { useEffect, useRef } from 'preact/hooks';
 import type { VmPulse } from '../routes-vms.js';
+import type { VmStatus } from '../../api/index.js';
 import { api, ApiError, query } from './api.js';
+import { bytes } from './format.js';
 
 /** How often a visible page asks: often enough to follow a start or a stop, rare enough to cost nothing. */
 export const PULSE_MS = 2000;
@@ -15,10 +17,15 @@ export function fingerprint(vms: Shown[]): string {
   return vms
     .map((v) => {
       const r = v.runtime;
-      return [v.folder, v.state, v.checkpoints, v.nowParent, r?.state, r?.workerPid, r?.busy, r?.stale, r?.reason, r?.saved?.created, r?.critical?.reason, r?.warnings.join(';')].join('|');
+      return [v.folder, v.state, v.checkpoints, v.nowParent, r?.state, r?.workerPid, r?.busy, r?.stale, r?.reason, r?.saved?.created, r?.critical?.reason, r?.warnings.join(';'), lowSpaceShown(r?.lowSpace)].join('|');
     })
     .sort()
     .join('\n');
+}
+
+/** The low-space warning as the page shows it (a change of free space too small to show is no change). */
+function lowSpaceShown(low: VmStatus['lowSpace'] | undefined): string {
+  return low ? `${bytes(low.free)}<${bytes(low.reserve)}` : '';
 }
 
 /**

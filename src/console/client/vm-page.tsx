@@ -336,12 +336,22 @@ function RuntimeNote({ status: s }: { status: VmStatus }) {
   if (s.critical) lines.push(`QEMU could not ${s.critical.operation} on ${s.critical.device}: ${s.critical.reason}. Free space, then Resume.`);
   if (s.stale) lines.push(`A worker died: ${s.stale}`);
   lines.push(...s.warnings);
-  if (lines.length === 0) return null;
+  if (lines.length === 0 && !s.lowSpace) return null;
   return (
     <div class={`card runtime-note${s.critical || s.stale ? ' warn-card' : ''}`} role="status" aria-label="Runtime">
       {lines.map((l) => (
         <p key={l}>{l}</p>
       ))}
+      {s.lowSpace && <LowSpace {...s.lowSpace} />}
     </div>
+  );
+}
+
+/** The runtime's free-space reserve not met, in the units a person reads; the exact counts on hover. */
+function LowSpace({ free, reserve }: { free: number; reserve: number }) {
+  return (
+    <p class="low-space" aria-label="Low space" title={`${free.toLocaleString('en')} bytes free; reserve ${reserve.toLocaleString('en')} bytes (the VM's freeSpaceReserveBytes)`}>
+      The VM folder's file system has {bytes(free)} free, less than the reserve of {bytes(reserve)}: the guest pauses (Paused-Critical) when it is full. Free space on it.
+    </p>
   );
 }
