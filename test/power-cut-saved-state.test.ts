@@ -18,7 +18,6 @@
  * a saved state whose file never landed whole.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,10 +25,10 @@ import { after, before, test } from 'node:test';
 import { openVm, type VirtualMachine } from '../src/api/vm.js';
 import { VmFolder } from '../src/checkpoint/folder.js';
 import { readSavedState, saveNowState, type SavedStateStatus } from '../src/checkpoint/saved-state.js';
-import { syncWrittenFile } from '../src/io/durable.js';
 import { dropFlushesUnder } from './helpers/power-cut-mutants.js';
 import { recordOp, type FlushFilter, type PowerCutRecorder } from './helpers/power-cut-recorder.js';
 import { runCrashStates, type CrashRun } from './helpers/power-cut-states.js';
+import { qemuLikeWriter } from './helpers/qemu-state-writer.js';
 import { randomBytesFrom } from './helpers/vhdx-util.js';
 import { makeTemplate, recoverAndCheck, signature, writeInto } from './helpers/vm-crash.js';
 
@@ -63,17 +62,6 @@ before(async () => {
   await writeInto(withCheckpoint, 'disk0', 0, 64 * 1024, 9);
 });
 after(() => rmSync(work, { recursive: true, force: true }));
-
-/** What QEMU's `exec:cat > file` migration does, fed `data`; then what saveState does once it completes. */
-function qemuLikeWriter(data: Uint8Array): (file: string) => Promise<void> {
-  return async (file) => {
-    const cat = spawn('/bin/sh', ['-c', 'cat > "$0"', file], { stdio: ['pipe', 'ignore', 'inherit'] });
-    const done = new Promise<void>((resolve, reject) => cat.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`cat exited with ${code}`)))));
-    cat.stdin.end(data);
-    await done;
-    await syncWrittenFile(file);
-  };
-}
 
 async function saveIn(folder: string, data: Uint8Array): Promise<void> {
   const vm = await VmFolder.open(folder, 'write', 'vm save (test)');

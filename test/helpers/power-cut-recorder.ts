@@ -28,7 +28,7 @@ export type ModelEvent =
   | { kind: 'sync-folder'; folder: string }
   | { kind: 'mark'; label: string; value?: unknown };
 
-/** Which flushes to drop: `stack` is the call stack of FileSource.flush or of syncFile (async frames included). */
+/** Which flushes to drop: `stack` is the call stack of FileSource.flush, syncFile or syncFolder (async frames included); `path` the file or folder. */
 export type FlushFilter = (flush: { path: string; stack: string }) => boolean;
 
 export class PowerCutRecorder {
@@ -209,7 +209,10 @@ export class PowerCutRecorder {
       }
       case 'sync-folder': {
         const folder = resolve(e.folder);
-        if (folder === this.root || this.inside(folder)) this.events.push({ kind: 'sync-folder', folder });
+        if (folder !== this.root && !this.inside(folder)) return;
+        // A dropped folder flush leaves the folder's names as if it had never been asked for.
+        if (this.dropFlush?.({ path: folder, stack: callStack() })) this.droppedFlushes++;
+        else this.events.push({ kind: 'sync-folder', folder });
         return;
       }
     }
