@@ -11,7 +11,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { withVm } from '../src/api/vm.js';
-import { checkpointVm, resumeVm, startVm, stopVm, vmStatus } from '../src/api/vm-runtime.js';
+import { checkpointVm, pauseVm, resumeVm, startVm, stopVm, vmStatus } from '../src/api/vm-runtime.js';
 import { isDiskchainError } from '../src/io/errors.js';
 import { pollUntil, requireGuest, tempFolder } from './helpers/guest.js';
 import { fillUp } from './helpers/tmpfs.js';
@@ -45,12 +45,17 @@ test('Paused-Critical: a full file system pauses the guest, a checkpoint is refu
     await checkpointVm(folder, { name: 'before full' });
     const bootId = (await guestDiskOf(folder)).boot!.id;
 
+    // Paused while the file system fills, so the guest's next write cannot reach Paused-Critical before
+    // the checkpoint is asked for (on a loaded machine it did: the refusal was then the state's).
+    await pauseVm(folder);
     await fillUp(filler);
     await t.test('a checkpoint whose forecast does not fit is refused, nothing changed', async () => {
       const before = await withVm(folder, { lock: 'none', command: 'test' }, async (vm) => vm.manifest.generation);
       await assert.rejects(checkpointVm(folder, { name: 'no room' }), (e: unknown) => isDiskchainError(e) && e.code === 'NO_SPACE');
       assert.equal(await withVm(folder, { lock: 'none', command: 'test' }, async (vm) => vm.manifest.generation), before);
+      assert.equal((await vmStatus(folder)).state, 'Paused', 'the refusal left the VM as it was');
     });
+    await resumeVm(folder);
 
     await t.test('the guest pauses: Paused-Critical, and why', async () => {
       const s = await pollUntil(() => vmStatus(folder), (x) => x.state === 'Paused-Critical', 90_000, 'Paused-Critical');
