@@ -18,7 +18,7 @@ import { writeFileAtomicSync } from '../src/io/durable.js';
 import { rebase } from '../src/ops/rebase.js';
 import { buildChain } from './helpers/merge-chain.js';
 import { dropFlushesUnder } from './helpers/power-cut-mutants.js';
-import { PowerCutRecorder, type FlushFilter } from './helpers/power-cut-recorder.js';
+import { recordOp, type FlushFilter, type PowerCutRecorder } from './helpers/power-cut-recorder.js';
 import { crashPoints, runCrashStates, type CrashRun, type StateOptions } from './helpers/power-cut-states.js';
 import { readChain } from './helpers/read-chain.js';
 import { assertBytesEqual, MIB, tempDir } from './helpers/vhdx-util.js';
@@ -39,16 +39,6 @@ async function chainIn(root: string, format: 'vhdx' | 'vhd'): Promise<string[]> 
   mkdirSync(root, { recursive: true });
   cpSync(join(dir, `pristine-${format}`), root, { recursive: true });
   return pristine.get(format)!.map((p) => join(root, p.slice(p.lastIndexOf('/') + 1)));
-}
-
-async function record(root: string, op: () => Promise<unknown>, dropFlush?: FlushFilter): Promise<PowerCutRecorder> {
-  const rec = PowerCutRecorder.start(root, dropFlush);
-  try {
-    await op();
-  } finally {
-    rec.stop();
-  }
-  return rec;
 }
 
 /**
@@ -82,7 +72,7 @@ async function convertUnderCuts(root: string, format: 'vhdx' | 'vhd', mutant = f
   const content = await readChain(c3!);
   const target = join(root, `flat.${format}`);
   const m = mutant ? dropFlushesAfterCopy('.diskchain-partial') : undefined;
-  const rec = await record(root, () => convert(c3!, target, { format, ...(m ? { onProgress: m.onProgress } : {}) }), m?.dropFlush);
+  const rec = await recordOp(root, () => convert(c3!, target, { format, ...(m ? { onProgress: m.onProgress } : {}) }), m?.dropFlush);
   assertBytesEqual(await readChain(target), content, 'the converted disk');
   const run = await runCrashStates(rec, runOptions(rec, { seed: 93, samples: 3, exhaustiveUpTo: 16, torn: true, maxPoints: 24 }, mutant), async () => {
     assertBytesEqual(await readChain(c3!), content, 'the source after the cut');
@@ -96,7 +86,7 @@ async function standaloneUnderCuts(root: string, format: 'vhdx' | 'vhd', mutant 
   const [, , , c3] = await chainIn(root, format);
   const content = await readChain(c3!);
   const m = mutant ? dropFlushesAfterCopy('.diskchain-rebase.tmp') : undefined;
-  const rec = await record(root, () => rebase(c3!, { standalone: true, ...(m ? { onProgress: m.onProgress } : {}) }), m?.dropFlush);
+  const rec = await recordOp(root, () => rebase(c3!, { standalone: true, ...(m ? { onProgress: m.onProgress } : {}) }), m?.dropFlush);
   assert.equal(await parentLocators(c3!), 'null', 'c3 is standalone');
   const run = await runCrashStates(rec, runOptions(rec, { seed: 95, samples: 3, exhaustiveUpTo: 16, torn: true, maxPoints: 24 }, mutant), async () => {
     assertBytesEqual(await readChain(c3!), content, 'the child after the cut');
@@ -137,7 +127,7 @@ for (const format of FORMATS) {
     const [, c1, , c3] = await chainIn(root, format);
     const content = await readChain(c3!);
     const before = await parentLocators(c3!);
-    const rec = await record(root, () => rebase(c3!, { onto: c1! }));
+    const rec = await recordOp(root, () => rebase(c3!, { onto: c1! }));
     const afterwards = await parentLocators(c3!);
     assert.notEqual(afterwards, before);
     const run = await runCrashStates(rec, { seed: 97, samples: 3, exhaustiveUpTo: 16, torn: true, maxPoints: 24 }, async () => {
@@ -156,7 +146,7 @@ async function syncRecordUnderCuts(root: string, dropFlush?: FlushFilter): Promi
   const path = join(root, 'record.json');
   const texts = [0, 1, 2, 3].map((step) => `${JSON.stringify({ step, padding: 'x'.repeat(700 * step) })}\n`);
   writeFileSync(path, texts[0]!);
-  const rec = await record(root, async () => {
+  const rec = await recordOp(root, async () => {
     for (const text of texts.slice(1)) writeFileAtomicSync(path, text);
   }, dropFlush);
   const run = await runCrashStates(rec, { seed: 99, exhaustiveUpTo: 64, ...(dropFlush ? { maxFailures: 1 } : {}) }, async () => {

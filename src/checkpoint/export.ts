@@ -3,17 +3,20 @@
  * (ops/convert: each chain streamed into one dynamic disk, holes kept), with the config as it was
  * at that checkpoint and no checkpoints of its own. The source VM is only read (read lock).
  *
- *   staging     <folder>.diskchain-partial/ (a leftover of a killed export is replaced)
+ *   staging     <folder>.diskchain-partial/ with its mark, made durable before anything else goes in
+ *               (a leftover of a killed export is replaced: one with the mark, or an empty one)
  *   disks       one flattened file per disk, each written and flushed
  *   manifest    vm.json of the new VM
  *   commit      the staging folder renamed to <folder>, the parent folder flushed; then its mark removed
  *
- * A crash before the rename leaves no folder under the target's name.
+ * A crash or power cut before the rename leaves no folder under the target's name; after the rename's
+ * folder flush, the whole VM (test/power-cut-export.test.ts).
  */
-import { lstat, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { syncFolder, writeFileAtomic } from '../io/durable.js';
+import { removeFile, renameFile, syncFolder, writeFileAtomic } from '../io/durable.js';
 import { DiskchainError } from '../io/errors.js';
+import { FileSource } from '../io/file-source.js';
 import { randomGuid } from '../io/guid.js';
 import { createDisk } from '../chain/open-disk.js';
 import { copyChainInto } from '../ops/convert.js';
@@ -68,7 +71,9 @@ export async function exportCheckpoint(vm: VmFolder, c: Checkpoint, target: stri
   }
   const staging = `${folder}.diskchain-partial`;
   if (await lstat(staging).catch(() => undefined)) {
-    if (!(await lstat(join(staging, STAGING_MARK)).catch(() => undefined))) throw new DiskchainError('EXISTS', `${staging} exists and is not an export diskchain left behind; move it away`, { file: staging });
+    // Empty: a cut between its creation and its mark's (nothing of anyone's to lose).
+    const ours = (await lstat(join(staging, STAGING_MARK)).catch(() => undefined)) || (await readdir(staging).catch(() => [null])).length === 0;
+    if (!ours) throw new DiskchainError('EXISTS', `${staging} exists and is not an export diskchain left behind; move it away`, { file: staging });
     await rm(staging, { recursive: true, force: true });
   }
   const m = vm.manifest;
@@ -77,7 +82,9 @@ export async function exportCheckpoint(vm: VmFolder, c: Checkpoint, target: stri
   const needed = await exportBytes(vm, c, options.format, options.signal);
   await ensureSpace(join(dirname(folder), 'x'), needed, `exporting "${c.name}"`);
   await mkdir(staging, { recursive: true });
-  await writeFile(join(staging, STAGING_MARK), '');
+  // Durable before the subfolders and files: a cut never leaves a staging folder with content but no mark.
+  await (await FileSource.create(join(staging, STAGING_MARK))).close();
+  await syncFolder(staging);
   for (const dir of [DISKS_DIR, SNAPSHOTS_DIR, JOURNAL_DIR, RUN_DIR]) await mkdir(join(staging, dir), { recursive: true });
   testPoint('export:staged');
   const nodes: DiskNode[] = [];
@@ -130,11 +137,11 @@ export async function exportCheckpoint(vm: VmFolder, c: Checkpoint, target: stri
     };
     await writeFileAtomic(join(staging, MANIFEST_FILE), serializeManifest(manifest));
     testPoint('export:manifest');
-    await rename(staging, folder);
+    await renameFile(staging, folder);
     await syncFolder(dirname(folder));
     testPoint('export:committed');
     // The mark goes last: a staging folder without it would be refused as not ours.
-    await rm(join(folder, STAGING_MARK), { force: true });
+    await removeFile(join(folder, STAGING_MARK));
     await syncFolder(folder);
     return { folder, id, checkpoint: { id: c.id, name: c.name }, disks };
   } catch (e) {

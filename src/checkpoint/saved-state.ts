@@ -11,10 +11,10 @@
  * state would write its disks from an old memory). A saved.json whose generation or Now's leaves
  * differ from vm.json's (the tree changed since) is stale and never loaded.
  */
-import { link, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as v from 'valibot';
-import { syncFolder, writeFileAtomic } from '../io/durable.js';
+import { linkFile, removeFile, renameFile, syncFolder, writeFileAtomic } from '../io/durable.js';
 import { DiskchainError } from '../io/errors.js';
 import type { VmFolder } from './folder.js';
 import { parseWith, type Checkpoint, type Manifest } from './manifest.js';
@@ -72,8 +72,17 @@ export async function readSavedState(realFolder: string, m: Manifest): Promise<S
  */
 export async function savedStateTarget(vm: VmFolder): Promise<string> {
   await mkdir(vm.path(SAVED_DIR), { recursive: true });
-  await rm(vm.path(SAVED_STATE_FILE), { force: true });
+  await removeFile(vm.path(SAVED_STATE_FILE));
   return vm.path(SAVED_STATE_FILE);
+}
+
+/**
+ * vm save's files: the state written into Saved/ by `write` (QEMU's migration stream; it must leave
+ * the file durable, name included: vm/state-file.ts), then recorded.
+ */
+export async function saveNowState(vm: VmFolder, machine: string, write: (file: string) => Promise<unknown>): Promise<SavedRecord> {
+  await write(await savedStateTarget(vm));
+  return recordSavedState(vm, machine);
 }
 
 /** Records the (durable) state file as Now's saved state. */
@@ -116,9 +125,9 @@ export async function carrySavedState(vm: VmFolder, baseGeneration: number): Pro
 
 /** Forgets the saved state: the record first (durably), then the state file. */
 export async function discardSavedState(vm: VmFolder): Promise<void> {
-  await rm(vm.path(RECORD_FILE), { force: true });
+  await removeFile(vm.path(RECORD_FILE));
   await syncFolder(vm.path(SAVED_DIR)).catch(() => undefined);
-  await rm(vm.path(SAVED_STATE_FILE), { force: true });
+  await removeFile(vm.path(SAVED_STATE_FILE));
 }
 
 /**
@@ -130,9 +139,9 @@ export async function savedStateFromCheckpoint(vm: VmFolder, c: Checkpoint, mach
   if (c.state === null) throw new DiskchainError('INVALID_ARGUMENT', `checkpoint "${c.name}" holds no memory state`);
   const target = await savedStateTarget(vm);
   const partial = `${target}.partial`;
-  await rm(partial, { force: true });
-  await link(await vm.realPath(c.state), partial);
-  await rename(partial, target);
+  await removeFile(partial);
+  await linkFile(await vm.realPath(c.state), partial);
+  await renameFile(partial, target);
   await syncFolder(vm.path(SAVED_DIR));
   return recordSavedState(vm, machine, c.id);
 }

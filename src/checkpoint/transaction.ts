@@ -22,10 +22,10 @@
  * did. After the commit the new tree's files all exist. So a crash at any instant leaves a VM that
  * opens with the old tree or the new one.
  */
-import { copyFile, link, mkdir, open, readdir, rmdir, stat } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, rmdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import * as v from 'valibot';
-import { removeFile, renameFile, syncFolder, writeFileAtomic, writeFileAtomicSync } from '../io/durable.js';
+import { linkFile, removeFile, renameFile, syncFolder, writeFileAtomic, writeFileAtomicSync } from '../io/durable.js';
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import { createChild } from '../chain/create-child.js';
@@ -353,7 +353,7 @@ async function runAction(vm: VmFolder, action: Action, options: PrepareOptions):
     case 'state':
       return; // the worker writes it between prepare and commit
     case 'link':
-      if (!(await exists(file))) await link(vm.path(action.from), file);
+      if (!(await exists(file))) await linkFile(vm.path(action.from), file);
       return;
     case 'copy':
       if (!(await exists(file))) await copyIn(action.from, file);

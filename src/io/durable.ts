@@ -1,5 +1,5 @@
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { link, lstat, open, rename, rm } from 'node:fs/promises';
+import { link, lstat, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DiskchainError } from './errors.js';
 import { fileEventListener, nextFileId } from './file-events.js';
@@ -104,6 +104,24 @@ export function writeFileAtomicSync(path: string, text: string): void {
 export async function renameFile(from: string, to: string): Promise<void> {
   fileEventListener()?.({ kind: 'rename', from, to });
   await rename(from, to);
+}
+
+/** Gives the file `from` a second name `to` (a hard link; fails if `to` exists); durable once the folder is flushed (syncFolder). */
+export async function linkFile(from: string, to: string): Promise<void> {
+  fileEventListener()?.({ kind: 'link', from, to });
+  await link(from, to);
+}
+
+/**
+ * Makes durable, data and name, a file another process has just created and written in full (QEMU's
+ * migration stream through `exec:cat > file`): the file, then its folder. The power-cut model sees it
+ * as created and written here, the only moment its content is known.
+ */
+export async function syncWrittenFile(path: string): Promise<void> {
+  const listener = fileEventListener();
+  if (listener) listener({ kind: 'written', path, data: new Uint8Array(await readFile(path)) });
+  await syncFile(path);
+  await syncFolder(dirname(path));
 }
 
 /** Removes `path` if it exists; durable once the folder is flushed (syncFolder). */

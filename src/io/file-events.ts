@@ -1,7 +1,7 @@
 /**
  * What changes files, as events: the writes, resizes and flushes of every writable FileSource, and the
- * creations, renames, removals and folder flushes that go through durable.ts (its synchronous
- * writeFileAtomicSync too). Nothing listens by
+ * creations, renames, hard links, removals and folder flushes that go through durable.ts (its
+ * synchronous writeFileAtomicSync too), and the files other processes wrote that durable.ts makes durable. Nothing listens by
  * default (one check per call); a test installs a listener to build a power-cut model of an operation
  * (docs/crash-safety.md). A listener runs synchronously, before the change is made (a flush: when it
  * starts and when it has returned), and must copy any bytes it keeps.
@@ -16,6 +16,13 @@ export type FileEvent =
   /** A file made durable as it stands (fsync through a read-only open): its data and its times. */
   | { kind: 'sync-file'; path: string }
   | { kind: 'rename'; from: string; to: string }
+  /** A second name for an existing file (a hard link). */
+  | { kind: 'link'; from: string; to: string }
+  /**
+   * A file another process (QEMU) created and wrote, reported once it is complete, just before it is
+   * made durable: `data` is its whole content.
+   */
+  | { kind: 'written'; path: string; data: Uint8Array }
   | { kind: 'remove'; path: string }
   | { kind: 'sync-folder'; folder: string };
 

@@ -21,7 +21,7 @@ import { rm } from 'node:fs/promises';
 import { DiskchainError, isDiskchainError } from '../io/errors.js';
 import { freeBytes } from '../ops/space.js';
 import type { VmFolder } from '../checkpoint/folder.js';
-import { discardSavedState, readSavedState, recordSavedState, savedStateTarget, type SavedStateStatus } from '../checkpoint/saved-state.js';
+import { discardSavedState, readSavedState, saveNowState, type SavedStateStatus } from '../checkpoint/saved-state.js';
 import { openVmFolder } from '../checkpoint/vms.js';
 import { createCheckpoint } from '../checkpoint/create.js';
 import { removeCheckpoint } from '../checkpoint/remove.js';
@@ -295,8 +295,7 @@ export class VmWorker implements WorkerInternals {
       try {
         await qemu.qmp.execute('stop');
         await this.disks.flush();
-        await saveState(qemu.qmp, await savedStateTarget(this.vm));
-        await recordSavedState(this.vm, this.machineName);
+        await saveNowState(this.vm, this.machineName, (file) => saveState(qemu.qmp, file));
       } catch (e) {
         await discardSavedState(this.vm).catch(() => undefined);
         if (!qemu.exit) {

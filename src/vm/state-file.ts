@@ -3,7 +3,7 @@
  * (qapi/migration.json). QEMU 7.2 has no `file:` URI (8.2 adds it), so the stream goes through
  * `exec:`: QEMU runs the command with /bin/sh, writes to its stdin (save) or reads its stdout
  * (restore), and on completion closes the pipe and waits for the command to exit (io/channel-command.c),
- * so the file is whole when query-migrate says "completed". We fsync it before saying so.
+ * so the file is whole when query-migrate says "completed". We fsync it and its folder before saying so.
  *
  * Save: best with the VM stopped (a standard checkpoint: `stop` drains the guest's disk writes
  * first); a running VM is migrated live and ends stopped. Either way QEMU is left in "postmigrate":
@@ -12,7 +12,8 @@
  * stream; the VM lands in the run state it was saved in (paused after a stop) and `cont` resumes it.
  * A stream QEMU cannot load makes QEMU exit.
  */
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
+import { syncWrittenFile } from '../io/durable.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DiskchainError } from '../io/errors.js';
 import type { MigrationInfo } from './qmp-schema.js';
@@ -58,12 +59,9 @@ export async function saveState(qmp: QmpClient, file: string, options: StateFile
     }
     await sleep(POLL_MS);
   }
-  const handle = await open(file, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  // The file was new (cat > file): its data, then its name in the folder (a standard checkpoint's
+  // commit names it in vm.json, which lives in another folder).
+  await syncWrittenFile(file);
   const bytes = (await stat(file)).size;
   return { bytes, ms: performance.now() - started, info };
 }

@@ -2,7 +2,8 @@
  * The recording half of the power-cut model (docs/crash-safety.md). While installed, it listens to
  * src/io/file-events.ts and keeps, for every file under one folder, what a disk controller and a file
  * system would have been asked to do: data writes and resizes per file (inode), flushes of a file,
- * and the creations, renames and removals of names with the folder flushes that make them durable.
+ * and the creations, renames, hard links and removals of names with the folder flushes that make them
+ * durable; a file another process wrote (QEMU's state files) as created and written when it is reported.
  * Marks put the workload's own steps (a guest write issued, a flush acknowledged) in the same order.
  *
  * A flush can be dropped from the model (`dropFlush`): the real flush still happens, but the model
@@ -27,7 +28,7 @@ export type ModelEvent =
   | { kind: 'sync-folder'; folder: string }
   | { kind: 'mark'; label: string; value?: unknown };
 
-/** Which flushes to drop: `stack` is the call stack of FileSource.flush (async frames included). */
+/** Which flushes to drop: `stack` is the call stack of FileSource.flush or of syncFile (async frames included). */
 export type FlushFilter = (flush: { path: string; stack: string }) => boolean;
 
 export class PowerCutRecorder {
@@ -147,10 +148,7 @@ export class PowerCutRecorder {
         const f = this.opens.get(e.file);
         const since = this.flushStarts.get(e.file)?.shift();
         if (!f || since === undefined) return;
-        const limit = Error.stackTraceLimit;
-        Error.stackTraceLimit = 40;
-        const stack = new Error().stack ?? "";
-        Error.stackTraceLimit = limit;
+        const stack = callStack();
         const dropped = this.dropFlush?.({ path: f.path, stack }) ?? false;
         if (dropped) this.droppedFlushes++;
         // The times are read through a name the file has now: the name it was opened by may be gone
@@ -165,7 +163,9 @@ export class PowerCutRecorder {
         const path = this.inside(e.path);
         const inode = path === undefined ? undefined : this.names.get(path);
         if (inode === undefined) return;
-        this.events.push({ kind: 'flush', inode, since: this.events.length, dropped: false, where: 'syncFile', times: this.keepTimes(path!, `sync-${this.events.length}`) });
+        const dropped = this.dropFlush?.({ path: path!, stack: callStack() }) ?? false;
+        if (dropped) this.droppedFlushes++;
+        this.events.push({ kind: 'flush', inode, since: this.events.length, dropped, where: 'syncFile', ...(dropped ? {} : { times: this.keepTimes(path!, `sync-${this.events.length}`) }) });
         return;
       }
       case 'rename': {
@@ -173,11 +173,31 @@ export class PowerCutRecorder {
         const to = this.inside(e.to);
         if (!from || !to) return;
         if (dirname(from) !== dirname(to)) throw new Error(`power-cut model: a rename across folders (${from} → ${to}) is not modelled`);
-        const inode = this.names.get(from);
-        if (inode === undefined) return;
-        this.names.delete(from);
-        this.names.set(to, inode);
+        // A file, or a folder: then every name under it moves with it (one entry of the parent folder changes).
+        const moved = [...this.names].filter(([path]) => path === from || path.startsWith(from + sep));
+        if (moved.length === 0) return;
+        for (const [path] of moved) this.names.delete(path);
+        for (const [path, inode] of moved) this.names.set(to + path.slice(from.length), inode);
         this.events.push({ kind: 'rename', folder: dirname(to), from, to });
+        return;
+      }
+      case 'link': {
+        const from = this.inside(e.from);
+        const to = this.inside(e.to);
+        const inode = from === undefined ? undefined : this.names.get(from);
+        if (!to || inode === undefined) return;
+        this.names.set(to, inode);
+        this.events.push({ kind: 'link', folder: dirname(to), path: to, inode });
+        return;
+      }
+      case 'written': {
+        // Made by another process (QEMU): created and written, as far as the model knows, here.
+        const path = this.inside(e.path);
+        if (!path) return;
+        const inode = this.nextInode++;
+        this.events.push({ kind: 'link', folder: dirname(path), path, inode });
+        this.events.push({ kind: 'write', inode, offset: 0, data: new Uint8Array(e.data) });
+        this.names.set(path, inode);
         return;
       }
       case 'remove': {
@@ -196,13 +216,33 @@ export class PowerCutRecorder {
   }
 }
 
+/** Records `op` under `root` (PowerCutRecorder.start, then stop however it ends). */
+export async function recordOp(root: string, op: () => Promise<unknown>, dropFlush?: FlushFilter): Promise<PowerCutRecorder> {
+  const rec = PowerCutRecorder.start(root, dropFlush);
+  try {
+    await op();
+  } finally {
+    rec.stop();
+  }
+  return rec;
+}
+
+/** The call stack here, async frames included, deep enough to reach the product's caller. */
+function callStack(): string {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 40;
+  const stack = new Error().stack ?? '';
+  Error.stackTraceLimit = limit;
+  return stack;
+}
+
 /** The frames of a flush's call stack that name our code, innermost first, for messages. */
 function stackSummary(stack: string): string {
   return stack
     .split('\n')
     .slice(1)
     .map((l) => /at (?:async )?([\w.<>]+) /.exec(l)?.[1])
-    .filter((f): f is string => !!f && !f.startsWith('PowerCutRecorder') && !f.startsWith('FileSource') && f !== 'Object.flush')
+    .filter((f): f is string => !!f && !f.startsWith('PowerCutRecorder') && !f.startsWith('FileSource') && f !== 'Object.flush' && f !== 'callStack')
     .slice(0, 4)
     .join(' < ');
 }

@@ -9,7 +9,8 @@
  * 512-byte sectors each (a disk writes sectors atomically, not requests). Names (creations, renames,
  * removals) before a folder's last flush are durable; after it, a prefix of them in issue order has
  * reached the disk (journaling file systems commit directory operations in order; this model does not
- * explore reordered ones).
+ * explore reordered ones). Folders are not modelled, only the files under them: a folder exists in a
+ * state when a file under it does; renaming a folder moves every name under it.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -133,9 +134,10 @@ function applyDir(names: Map<string, number>, op: DirOp): void {
   if (op.kind === 'link') names.set(op.path, op.inode);
   else if (op.kind === 'unlink') names.delete(op.path);
   else {
-    const inode = names.get(op.from);
-    names.delete(op.from);
-    if (inode !== undefined) names.set(op.to, inode);
+    // A file, or a folder with every name under it.
+    const moved = [...names].filter(([path]) => path === op.from || path.startsWith(`${op.from}/`));
+    for (const [path] of moved) names.delete(path);
+    for (const [path, inode] of moved) names.set(op.to + path.slice(op.from.length), inode);
   }
 }
 
@@ -194,7 +196,9 @@ export function* statesAt(rec: PowerCutRecorder, k: number, options: StateOption
   const where = last ? `after event ${k - 1} (${describeEvent(last)})` : 'before anything';
   for (const c of choicesAt(p, k, options)) {
     const names = new Map(p.durableNames);
-    for (const [folder, ops] of p.dirs) for (const { op } of ops.slice(0, c.prefix.get(folder) ?? 0)) applyDir(names, op);
+    // The landed prefixes, in issue order across folders (a folder renamed after names were made in it moves them).
+    const landedOps = [...p.dirs].flatMap(([folder, ops]) => ops.slice(0, c.prefix.get(folder) ?? 0)).sort((a, b) => a.at - b.at);
+    for (const { op } of landedOps) applyDir(names, op);
     const content = new Map<number, Uint8Array>();
     const wanted = new Set(names.values());
     for (const inode of wanted) content.set(inode, p.durable.get(inode) ?? new Uint8Array(0));
