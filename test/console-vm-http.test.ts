@@ -157,6 +157,14 @@ test('create, apply with checkpoint-first, rename, export, group checkpoint: eac
   assert.equal(group.job.result.checkpoints.length, 2);
   model.create(group.job.result.checkpoints.find((c: any) => c.folder === folder).checkpoint.id, 'Both');
   await check('after the group checkpoint');
+  const groupId = group.job.result.group as string;
+  assertError(await api.post('/api/vms/checkpoint/remove', { paths: [folder, target], group: 'not-a-group' }), 400, 'INVALID_ARGUMENT');
+  const ungrouped = await runJob('/api/vms/checkpoint/remove', { paths: [folder, target], group: groupId });
+  assert.equal(ungrouped.job.state, 'done', JSON.stringify(ungrouped.job.error));
+  assert.deepEqual(ungrouped.job.result.vms.map((v: any) => [v.folder, v.running, v.result.removed.map((c: any) => c.name)]), [[folder, false, ['Both']], [target, false, ['Both']]]);
+  model.remove(group.job.result.checkpoints.find((c: any) => c.folder === folder).checkpoint.id, false);
+  await check('after the group removal');
+  assert.ok(!(await readManifest(target)).checkpoints.some((c) => c.group === groupId), 'the other member lost it too');
   const { vms } = ok(await api.get('/api/vms'));
   assert.deepEqual(vms.map((v: any) => v.folder).sort(), [target, join(root, 'other-export'), join(root, 'named-export'), folder].sort());
 });

@@ -5,7 +5,7 @@
 // VM is refused with LOCKED before it starts; the engine's own lock (vm.lock) keeps other programs out.
 // Rename is instant: it answers directly, after the same LOCKED check.
 import type { FastifyInstance } from 'fastify';
-import { applyVm, checkpointVm, groupCheckpoint, pauseVm, removeVm, resumeVm, saveVm, startVm, stopVm, withVm } from '../api/index.js';
+import { applyVm, checkpointVm, groupCheckpoint, groupRemove, pauseVm, removeVm, resumeVm, saveVm, startVm, stopVm, withVm } from '../api/index.js';
 import type { JobContext } from './jobs.js';
 import type { ConsoleContext } from './server.js';
 import { checkVmName } from './vm-name.js';
@@ -15,6 +15,8 @@ const PATH = str(4096);
 const REF = str(200);
 /** Hyper-V's limit is 100 characters; the engine says so (INVALID_ARGUMENT) for longer names. */
 const NAME = str(1000);
+/** The VMs of a group operation: two or more, each once. */
+const PATHS = { type: 'array', items: PATH, minItems: 2, maxItems: 64, uniqueItems: true } as const;
 
 function body(properties: Record<string, object>, required: string[]) {
   return { schema: { body: { type: 'object', properties, required, additionalProperties: false } } } as const;
@@ -105,10 +107,9 @@ export function registerVmActionRoutes(app: FastifyInstance, { roots, jobs }: Co
 
   app.post<{ Body: { paths: string[]; name?: string } }>(
     '/api/vms/checkpoint',
-    body({ paths: { type: 'array', items: PATH, minItems: 2, maxItems: 64, uniqueItems: true }, name: NAME }, ['paths']),
+    body({ paths: PATHS, name: NAME }, ['paths']),
     async (req) => {
-      const folders: string[] = [];
-      for (const p of req.body.paths) folders.push(await roots.existing(p));
+      const folders = await Promise.all(req.body.paths.map((p) => roots.existing(p)));
       const { name } = req.body;
       const job = jobs.start({
         kind: 'group-checkpoint',
@@ -116,6 +117,23 @@ export function registerVmActionRoutes(app: FastifyInstance, { roots, jobs }: Co
         locks: folders,
         about: { action: 'group-checkpoint', vms: folders.join('\n') },
         run: (ctx) => groupCheckpoint(folders, { ...(name ? { name } : {}), command: 'console: checkpoint create (group)', ...options(ctx) }),
+      });
+      return { job };
+    },
+  );
+
+  app.post<{ Body: { paths: string[]; group: string } }>(
+    '/api/vms/checkpoint/remove',
+    body({ paths: PATHS, group: { type: 'string', pattern: '^[0-9a-f-]{36}$' } }, ['paths', 'group']),
+    async (req) => {
+      const folders = await Promise.all(req.body.paths.map((p) => roots.existing(p)));
+      const { group } = req.body;
+      const job = jobs.start({
+        kind: 'group-remove',
+        title: `Remove group ${group.slice(0, 8)} from ${folders.length} VMs`,
+        locks: folders,
+        about: { action: 'group-remove', vms: folders.join('\n'), group },
+        run: (ctx) => groupRemove(folders, group, { command: 'console: checkpoint remove (group)', ...options(ctx) }),
       });
       return { job };
     },

@@ -108,6 +108,8 @@ function outcome(job: JobView): string | null {
       return typeof r.folder === 'string' ? `the VM "${r.name}" with ${r.checkpoints?.length ?? 0} checkpoint(s) in ${r.folder}` : null;
     case 'group-checkpoint':
       return Array.isArray(r.checkpoints) ? `${r.checkpoints.length} VMs checkpointed at one instant${typeof r.pauseMs === 'number' && r.pauseMs > 0 ? `; the running guests paused, the longest ${r.pauseMs} ms` : ''}` : null;
+    case 'group-remove':
+      return Array.isArray(r.vms) ? `the group's checkpoint removed from ${r.vms.length} VMs` : null;
     case 'power':
       return typeof r.state === 'string' ? `the VM is ${r.state}` : null;
     default:
