@@ -12,7 +12,9 @@ import { basename, dirname, join, resolve } from 'node:path';
  * opens anything. See docs/chains.md.
  *
  * One JSON object per line, appended (O_APPEND: concurrent writers never interleave a short line), so
- * no lock is needed and a torn last line is skipped on read.
+ * no lock is needed and a torn last line is skipped on read. Appends are never flushed: a power cut may
+ * lose the last lines or tear the last one, which only means --search-path again (docs/crash-safety.md
+ * says why no state of the store can name a wrong parent).
  */
 
 let storePath: string | null = null;
