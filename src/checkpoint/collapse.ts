@@ -195,8 +195,13 @@ export async function settleFollowUp(tx: Transaction, options: CollapseAllOption
   }
 }
 
+/** The space a set of collapses may take at most: the sum of their survivors' growth. */
+export function collapsesBytesNeeded(forecasts: CollapseForecast[]): number {
+  return forecasts.reduce((s, f) => s + f.bytesNeeded, 0);
+}
+
 /** Refuses early when a set of collapses does not fit (the removal forecasts its merges). */
 export async function ensureCollapsesFit(vm: VmFolder, forecasts: CollapseForecast[], what: string): Promise<void> {
-  const needed = forecasts.reduce((s, f) => s + f.bytesNeeded, 0);
+  const needed = collapsesBytesNeeded(forecasts);
   if (needed > 0) await ensureSpace(vm.path(`${DISKS_DIR}/x`), needed, what);
 }

@@ -23,6 +23,7 @@ import { DiskchainError } from '../io/errors.js';
 import { randomGuid } from '../io/guid.js';
 import type { LongOperationOptions } from '../ops/progress.js';
 import { ensureSpace } from '../ops/space.js';
+import { collapsesBytesNeeded } from './collapse.js';
 import { checkpointBytes, checkpointInfo, planCheckpointOf, type CheckpointInfo } from './create.js';
 import { virtualSizes } from './disks.js';
 import { DISKS_DIR, type VmFolder } from './folder.js';
@@ -112,7 +113,7 @@ export async function groupRemove(vms: VmFolder[], group: string, options: Remov
     planned.push({ vm, removal: await planRemoval(vm, member, options) });
   }
   await ensureGroupSpace(
-    planned.map((p) => ({ vm: p.vm, bytes: p.removal.forecasts.reduce((s, f) => s + f.bytesNeeded, 0) })),
+    planned.map((p) => ({ vm: p.vm, bytes: collapsesBytesNeeded(p.removal.forecasts) })),
     `removing group ${group} (its layers merge with their only child)`,
   );
   const txs = await runGroup(planned.map((p) => ({ vm: p.vm, plan: p.removal.plan })), group, command, options);

@@ -1,7 +1,6 @@
 import { createReadStream } from 'node:fs';
 import type { Command } from 'commander';
 import { convert } from '../api/convert.js';
-import type { DiskChain } from '../chain/disk-chain.js';
 import { openChain, withChain } from '../chain/open-chain.js';
 import { refuseIfDependedOn } from '../ops/dependents.js';
 import { IGNORE_ID_OPTION, parentSearch, SEARCH_PATH_OPTION, searchPathOptions } from './search-path.js';
@@ -10,7 +9,7 @@ import { parseFormat, refuseIgnored, sourceFormat, sourceFormatOption, targetFor
 import { EXIT, interruptSignal, printJson, progressBar, say, type Run } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
 import { FORCE_SHARE_OPTION, forceShareOptions } from './force-share.js';
-import { readToFile } from './read-to-file.js';
+import { readToFile, readToStdout } from './read-to-file.js';
 
 const CHUNK = 4 * 1024 * 1024;
 
@@ -129,13 +128,4 @@ export function registerDataCommands(program: Command, run: Run): void {
         return EXIT.ok;
       }, opts.json ?? false),
     );
-}
-
-async function readToStdout(chain: DiskChain, offset: number, length: number): Promise<void> {
-  for (let done = 0; done < length; ) {
-    const buf = new Uint8Array(Math.min(CHUNK, length - done));
-    await chain.read(buf, offset + done);
-    if (!process.stdout.write(buf)) await new Promise((r) => process.stdout.once('drain', r));
-    done += buf.length;
-  }
 }

@@ -1,29 +1,26 @@
 /**
- * read -o: a regular file (or a new one) is written as `<file>.diskchain-partial` (a leftover of a
- * cut-short read is replaced), flushed, and renamed over the name only once complete, then the folder
- * is flushed: a failed or cancelled read, a kill -9 or a power cut never leaves a truncated file under
- * the name, nor harms the file that was there. Anything else (/dev/null, a FIFO, a device) is written
- * in place. The writes, the flush and the rename go through FileSource and durable.ts, so the power-cut
- * model sees them (docs/crash-safety.md).
+ * read's output, to stdout or (-o) to a file. A regular file (or a new one) is written as
+ * `<file>.diskchain-partial` (a leftover of a cut-short read is replaced), flushed, and renamed over
+ * the name only once complete, then the folder is flushed: a failed or cancelled read, a kill -9 or a
+ * power cut never leaves a truncated file under the name, nor harms the file that was there. Anything
+ * else (/dev/null, a FIFO, a device) is written in place. The writes, the flush and the rename go
+ * through FileSource and durable.ts, so the power-cut model sees them (docs/crash-safety.md).
  */
 import { open, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { DiskChain } from '../chain/disk-chain.js';
-import { removeFile, renameFile, syncFolder } from '../io/durable.js';
+import { PARTIAL_SUFFIX, removeFile, renameFile, syncFolder } from '../io/durable.js';
 import { DiskchainError, throwIfAborted } from '../io/errors.js';
 import { FileSource } from '../io/file-source.js';
 import type { LongOperationOptions } from '../ops/progress.js';
 
 const CHUNK = 4 * 1024 * 1024;
 
-/** Where read -o writes before the rename. */
-export const readPartialPath = (output: string): string => `${output}.diskchain-partial`;
-
 export async function readToFile(chain: DiskChain, offset: number, length: number, output: string, options: LongOperationOptions = {}): Promise<void> {
   const existing = await stat(output).catch(() => undefined);
   if (existing?.isDirectory()) throw new DiskchainError('INVALID_ARGUMENT', '-o names a folder; give a file name', { file: output });
   if (existing !== undefined && !existing.isFile()) return readInPlace(chain, offset, length, output, options);
-  const partial = readPartialPath(output);
+  const partial = `${output}${PARTIAL_SUFFIX}`;
   await removeFile(partial);
   const file = await FileSource.create(partial, { name: output });
   try {
@@ -37,6 +34,13 @@ export async function readToFile(chain: DiskChain, offset: number, length: numbe
     await removeFile(partial);
     throw e;
   }
+}
+
+/** read without -o: the bytes to stdout, in order, waiting whenever the pipe is full. */
+export function readToStdout(chain: DiskChain, offset: number, length: number): Promise<void> {
+  return copyOut(chain, offset, length, {}, async (buf) => {
+    if (!process.stdout.write(buf)) await new Promise((r) => process.stdout.once('drain', r));
+  });
 }
 
 /** A device, FIFO or the like: written in place, in order (a FIFO cannot seek). */

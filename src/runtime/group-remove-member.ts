@@ -22,6 +22,7 @@
  * record, which recovery commits at the next start (the decision file says commit).
  */
 import { DiskchainError } from '../io/errors.js';
+import { collapsesBytesNeeded } from '../checkpoint/collapse.js';
 import { claimGroupDecision, pruneGroupDecisions } from '../checkpoint/group-decision.js';
 import type { PlannedRemoval, RemoveResult } from '../checkpoint/remove.js';
 import { testPoint } from '../checkpoint/test-points.js';
@@ -144,7 +145,7 @@ function prepare(w: WorkerInternals, args: Record<string, unknown>, peer: Contro
     if (!checkpoint) throw new DiskchainError('CHECKPOINT_NOT_FOUND', `${w.vm.folder} has no checkpoint of group ${o.group.id}; nothing was removed from any VM`, { file: w.vm.folder, group: o.group.id });
     const planned = await planLiveRemoval(w, checkpoint, { subtree: args.subtree === true });
     const tx = await Transaction.begin(w.vm, { ...planned.plan, group: { ...o.group, decision: null, coordinated: true } }, COMMAND);
-    const answer: RemoveMemberVote = { vm: w.vm.manifest.name, checkpoint: { id: checkpoint.id, name: checkpoint.name }, bytesNeeded: planned.forecasts.reduce((s, f) => s + f.bytesNeeded, 0) };
+    const answer: RemoveMemberVote = { vm: w.vm.manifest.name, checkpoint: { id: checkpoint.id, name: checkpoint.name }, bytesNeeded: collapsesBytesNeeded(planned.forecasts) };
     return { session: new RemoveSession(w, tx, planned, o.group, peer, o.waitMs), answer };
   });
 }

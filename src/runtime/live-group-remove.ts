@@ -32,6 +32,7 @@
  */
 import { DiskchainError, isDiskchainError, throwIfAborted } from '../io/errors.js';
 import type { VmFolder } from '../checkpoint/folder.js';
+import { collapsesBytesNeeded } from '../checkpoint/collapse.js';
 import { claimGroupDecision, pruneGroupDecisions } from '../checkpoint/group-decision.js';
 import { ensureGroupSpace, type GroupRemoveResult } from '../checkpoint/group.js';
 import { planRemoval, settleRemoval, type PlannedRemoval, type RemoveOptions, type RemoveResult } from '../checkpoint/remove.js';
@@ -89,7 +90,7 @@ async function prepareAll(parts: Part[], group: string, reals: string[], options
   );
   testPoint('live-group-remove:prepared');
   await ensureGroupSpace(
-    parts.map((p) => ({ vm: { realFolder: p.m.real }, bytes: p.vote?.bytesNeeded ?? p.planned!.forecasts.reduce((s, f) => s + f.bytesNeeded, 0) })),
+    parts.map((p) => ({ vm: { realFolder: p.m.real }, bytes: p.vote?.bytesNeeded ?? collapsesBytesNeeded(p.planned!.forecasts) })),
     `removing group ${group} (its layers merge with their only child)`,
   );
   for (const p of offs) {

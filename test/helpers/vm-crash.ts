@@ -77,3 +77,18 @@ export async function recoverAndCheck(folder: string, where: string): Promise<vo
     await vm.close();
   }
 }
+
+/**
+ * A crash state of an operation that changes a VM from `oldSig` to `newSig` (signature()): the VM reads
+ * as one or the other before recovery and after it, and a committed change is never rolled back.
+ * Returns whether the VM ended with the change.
+ */
+export async function recoverOldOrNew(folder: string, where: string, oldSig: string, newSig: string): Promise<boolean> {
+  const seen = await signature(folder);
+  assert.ok(seen === oldSig || seen === newSig, `before recovery the VM reads as neither the old nor the new tree:\n${seen}`);
+  await recoverAndCheck(folder, where);
+  const afterwards = await signature(folder);
+  assert.ok(afterwards === oldSig || afterwards === newSig, `after recovery the VM is neither old nor new:\n${afterwards}`);
+  if (seen === newSig) assert.equal(afterwards, newSig, 'a committed change was rolled back');
+  return afterwards === newSig;
+}
